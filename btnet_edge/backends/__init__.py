@@ -1,0 +1,1 @@
+"""Backends run graphs (ONNX Runtime, TensorRT, PyTorch) behind one interface."""

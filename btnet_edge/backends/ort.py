@@ -1,0 +1,88 @@
+"""ONNX Runtime backend: CPU by default (the embedded default), CUDA provider when asked and present."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .._deps import require
+from ..errors import BackendError
+from .base import Backend, TensorSpec
+
+log = logging.getLogger(__name__)
+
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64", "tensor(int32)": "int32"}
+
+
+def ort_providers(device: str = "cpu") -> list[str]:
+    """Execution providers for ``device`` ("cpu" or "cuda"), failing clearly when CUDA is absent."""
+    ort = require("onnxruntime")
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in available:
+            raise BackendError(
+                f"ONNX Runtime has no CUDA provider here (available: {', '.join(available)}); "
+                "install onnxruntime-gpu or use device='cpu'"
+            )
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    raise BackendError(f"unknown device {device!r} for ONNX Runtime; use 'cpu' or 'cuda'")
+
+
+class OrtBackend(Backend):
+    """One ``onnxruntime.InferenceSession``; ``threads`` sets intra-op threads (0: ONNX Runtime decides)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, model_path: str | Path | bytes, device: str = "cpu", threads: int = 0,
+                 providers: Sequence[str] | None = None) -> None:
+        self._model_bytes = model_path if isinstance(model_path, bytes) else None
+        super().__init__("<in-memory model>" if self._model_bytes is not None else model_path)
+        self.device = device
+        self.threads = threads
+        self._providers = list(providers) if providers else None
+        self._session = None
+
+    def _load(self) -> None:
+        ort = require("onnxruntime")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # our own session only; no global log level change
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+        providers = self._providers or ort_providers(self.device)
+        source = self._model_bytes if self._model_bytes is not None else str(self.model_path)
+        try:
+            self._session = ort.InferenceSession(source, sess_options=options, providers=providers)
+        except Exception as exc:  # ONNX Runtime raises its own untyped errors
+            raise BackendError(f"ONNX Runtime cannot load {self.model_path}: {exc}") from exc
+
+    def _specs(self, nodes: list) -> list[TensorSpec]:
+        return [TensorSpec(n.name, _ORT_TYPES.get(n.type, n.type), tuple(d if d is not None else -1 for d in n.shape))
+                for n in nodes]
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        self.load()
+        return self._specs(self._session.get_inputs())
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        self.load()
+        return self._specs(self._session.get_outputs())
+
+    def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [o.name for o in self._session.get_outputs()]
+        try:
+            results = self._session.run(names, {k: np.ascontiguousarray(v) for k, v in feeds.items()})
+        except Exception as exc:
+            shapes = {k: tuple(v.shape) for k, v in feeds.items()}
+            raise BackendError(f"ONNX Runtime failed on {self.model_path.name} with inputs {shapes}: {exc}") from exc
+        return dict(zip(names, results))
+
+    def _close(self) -> None:
+        self._session = None

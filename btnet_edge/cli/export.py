@@ -1,0 +1,64 @@
+"""btnet-edge export: PyTorch weights (or a seeded random init) -> model package folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..pipeline.dispatch import INDICATORS, ROUNDINGS
+from .options import parse_branch_file, parse_resolutions, parse_triple
+
+ARCH_CHOICES = ("r18", "r34", "r50", "r100", "mobilefacenet", "test_btnet")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("export", help="export a model package (ONNX graphs + manifest)",
+                              description="Export BTNet (trunk + branches) to a model package folder. Without "
+                                          "--trunk the weights are a seeded random initialization (fine for latency).")
+    p.add_argument("--arch", required=True, choices=ARCH_CHOICES, help="trunk architecture")
+    p.add_argument("--trunk", type=Path, help="trunk weights: insightface backbone.pth, the authors' 112 px model.pt, "
+                                              "or MobileFaceNet's state dict")
+    p.add_argument("--branch", type=parse_branch_file, action="append", default=[], metavar="R=FILE",
+                   help="branch weights for R px in the authors' format (a full network); repeatable")
+    p.add_argument("--resolutions", default="7,14,28", help="branch resolutions (default 7,14,28)")
+    p.add_argument("--out", type=Path, required=True, help="package folder to write")
+    p.add_argument("--name", help="package name (default ARCH.random or ARCH.custom)")
+    p.add_argument("--fused", action="store_true", help="also write fused_<r>.onnx (branch + trunk tail) per resolution")
+    p.add_argument("--no-parity", action="store_true", help="skip the ONNX Runtime vs PyTorch parity check")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random initialization (default 0)")
+    p.add_argument("--color-order", choices=("RGB", "BGR"), help="override the architecture's input colour order")
+    p.add_argument("--mean", type=parse_triple, help="override input mean, pixel units, e.g. 127.5,127.5,127.5")
+    p.add_argument("--std", type=parse_triple, help="override input std, pixel units")
+    p.add_argument("--flip-tta", choices=("on", "off"), help="override flip test-time augmentation")
+    p.add_argument("--indicator", choices=INDICATORS, default="max", help="default dispatch size indicator")
+    p.add_argument("--rounding", choices=ROUNDINGS, default="ceil", help="default dispatch rounding")
+    p.add_argument("--force", action="store_true", help="replace an existing package at --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .._deps import require
+
+    require("torch", extra="export")
+    require("onnx", extra="export")
+    from ..export.package_writer import ExportOptions, build_btnet, export_package
+    from ..package.manifest import DispatchPolicy
+
+    resolutions = parse_resolutions(args.resolutions)
+    branches = dict(args.branch)
+    net, weights, report = build_btnet(args.arch, resolutions, args.trunk, branches, seed=args.seed)
+    options = ExportOptions(
+        out=args.out, fused=args.fused, parity=not args.no_parity, seed=args.seed, name=args.name,
+        color_order=args.color_order, mean=args.mean, std=args.std,
+        flip_tta=None if args.flip_tta is None else args.flip_tta == "on",
+        dispatch=DispatchPolicy(args.indicator, args.rounding), force=args.force, progress=not args.quiet,
+    )
+    manifest = export_package(net, options, weights, report)
+    summary = {"package": str(args.out), "name": manifest.name, "weights": manifest.weights,
+               "files": sorted(manifest.files), "parity": manifest.extra.get("parity", {})}
+    if weights == "random":
+        summary["note"] = "random weights (seeded): right for latency and plumbing, not for recognition"
+    print(json.dumps(summary, indent=2))
+    return 0

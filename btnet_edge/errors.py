@@ -1,0 +1,50 @@
+"""Typed errors: every message says what was found, what was expected and what to do.
+
+Only ``btnet_edge.cli.main`` turns these into exit codes; library code raises.
+"""
+
+from __future__ import annotations
+
+
+class BtnetError(Exception):
+    """Base class of every error btnet-edge raises on purpose."""
+
+    exit_code = 1
+
+
+class MissingDependencyError(BtnetError):
+    """An optional dependency (torch, onnx, tensorrt, cuda) is not installed."""
+
+    exit_code = 2
+
+
+class CheckpointError(BtnetError):
+    """A checkpoint file cannot be read or does not fit the architecture."""
+
+
+class PackageError(BtnetError):
+    """A model package is missing, corrupt, tampered with or of an unknown schema."""
+
+
+class ManifestError(PackageError):
+    """manifest.json is malformed: the message names the field."""
+
+
+class InputImageError(BtnetError):
+    """An image is unreadable, empty, or of the wrong dtype or channel count."""
+
+
+class BackendError(BtnetError):
+    """A backend cannot load or run a graph."""
+
+
+class EngineMismatchError(BackendError):
+    """A TensorRT engine was built for another GPU or TensorRT version."""
+
+
+class GalleryError(BtnetError):
+    """The gallery database is unreadable, of another schema, or the request is invalid."""
+
+
+class ConfigError(BtnetError):
+    """An option value (dispatch policy, target file, resolution list) is invalid."""

@@ -1,0 +1,1 @@
+"""PyTorch -> ONNX model package (needs the export extra)."""

@@ -1,0 +1,1 @@
+"""Model packages: manifest, verification and loading (no torch, no onnx)."""

@@ -1,0 +1,79 @@
+"""Open a model package folder: parse and validate the manifest, check every file's sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ManifestError, PackageError
+from .manifest import MANIFEST_NAME, Manifest, manifest_from_json
+
+log = logging.getLogger(__name__)
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelPackage:
+    """A verified package: its folder and manifest; ``path(name)`` gives a file's location."""
+
+    folder: Path
+    manifest: Manifest
+
+    def path(self, name: str) -> Path:
+        return self.folder / name
+
+    @property
+    def trunk_path(self) -> Path:
+        return self.path(self.manifest.trunk.file)
+
+    def branch_path(self, resolution: int) -> Path:
+        return self.path(self.manifest.branch(resolution).file)
+
+
+def read_manifest(folder: str | Path) -> Manifest:
+    """Parse and validate ``folder/manifest.json`` without touching the graphs."""
+    folder = Path(folder)
+    path = folder / MANIFEST_NAME
+    if not folder.is_dir():
+        raise PackageError(f"{folder} is not a model package folder; create one with `btnet-edge export`")
+    if not path.is_file():
+        raise PackageError(f"{folder} has no {MANIFEST_NAME}: not a model package (create one with `btnet-edge export`)")
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{path} is not valid JSON ({exc}); the package is corrupt, export it again") from None
+    return manifest_from_json(data)
+
+
+def load_package(folder: str | Path, verify: bool = True) -> ModelPackage:
+    """Open a package; with ``verify`` every file must exist and match its recorded sha256."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    needed = {manifest.trunk.file, *(b.file for b in manifest.branches), *(f.file for f in manifest.fused)}
+    unlisted = sorted(n for n in needed if n not in manifest.files)
+    if unlisted:
+        raise ManifestError(f"manifest field files lacks a sha256 for {unlisted}; the package is incomplete, export it again")
+    for name, expected in manifest.files.items():
+        path = folder / name
+        if Path(name).name != name:
+            raise ManifestError(f"manifest field files names {name!r}, which is not a plain file name")
+        if not path.is_file():
+            raise PackageError(f"package {folder} lacks {name}, listed in its manifest; copy the whole folder again")
+        if verify:
+            actual = sha256_of(path)
+            if actual != expected:
+                raise PackageError(f"{path} does not match its sha256 in the manifest (expected {expected[:12]}..., "
+                                   f"found {actual[:12]}...): the file was changed or damaged. Re-export or re-copy "
+                                   "the package; do not edit its files by hand")
+    log.debug("package %s verified (%d files)", folder, len(manifest.files))
+    return ModelPackage(folder, manifest)

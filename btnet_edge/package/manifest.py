@@ -1,0 +1,216 @@
+"""The model package manifest: declared once at export, validated on every load.
+
+The runtime reads preprocessing, shapes and dispatch from here and never sniffs
+graphs. Only numpy-free standard library code: it loads without torch or onnx.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..errors import ManifestError
+
+SCHEMA_VERSION = 1
+FORMAT = "btnet-edge-package"
+MANIFEST_NAME = "manifest.json"
+TRUNK_RESOLUTION = 112
+INDICATORS = ("max", "avg", "min")
+ROUNDINGS = ("floor", "near", "ceil")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A graph input or output: name and shape without the batch axis."""
+
+    name: str
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an aligned BGR uint8 crop becomes the network input."""
+
+    color_order: str  # "RGB" or "BGR": the order the network expects
+    mean: tuple[float, float, float]  # pixel units (0..255), in color_order
+    std: tuple[float, float, float]
+    flip_tta: bool = False  # add the embedding of the horizontally flipped face
+
+
+@dataclass(frozen=True)
+class BranchInfo:
+    """One branch graph: r px face -> feature map implanted after ``implant_after``."""
+
+    resolution: int
+    file: str
+    input: TensorInfo
+    output: TensorInfo
+    implant_after: str
+    resume_at: str
+
+
+@dataclass(frozen=True)
+class TrunkInfo:
+    """The trunk graph: one input per entry point (112 image, each implant), one embedding output."""
+
+    file: str
+    inputs: tuple[TensorInfo, ...]
+    entry_resolutions: tuple[int, ...]  # resolution of each input, same order
+    output: TensorInfo
+
+
+@dataclass(frozen=True)
+class FusedInfo:
+    """A per-resolution graph (branch + trunk tail) for single-face latency."""
+
+    resolution: int
+    file: str
+    input: TensorInfo
+    output: TensorInfo
+
+
+@dataclass(frozen=True)
+class DispatchPolicy:
+    """Which branch a face of w x h px goes to: an indicator of size, and a rounding rule."""
+
+    indicator: str = "max"
+    rounding: str = "ceil"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything the runtime needs to know about a package."""
+
+    schema_version: int
+    name: str
+    architecture: str
+    family: str
+    embedding_size: int
+    weights: str  # "random" or "pretrained"
+    preprocess: Preprocess
+    trunk: TrunkInfo
+    branches: tuple[BranchInfo, ...]
+    dispatch: DispatchPolicy
+    files: Mapping[str, str]  # file name -> sha256
+    fused: tuple[FusedInfo, ...] = ()
+    opset: int = 17
+    extra: Mapping[str, Any] = field(default_factory=dict)  # parameters, parity, import report, ...
+
+    @property
+    def resolutions(self) -> list[int]:
+        """Branch resolutions plus the trunk's 112, largest first."""
+        return [TRUNK_RESOLUTION] + [b.resolution for b in self.branches]
+
+    def branch(self, resolution: int) -> BranchInfo:
+        for info in self.branches:
+            if info.resolution == resolution:
+                return info
+        raise ManifestError(f"package has no {resolution} px branch (it has {self.resolutions})")
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data = {"format": FORMAT, **data}
+        extra = data.pop("extra")
+        data.update(extra)
+        return data
+
+
+def _get(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if key not in data:
+        raise ManifestError(f"manifest field {where}{key} is missing")
+    value = data[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ManifestError(f"manifest field {where}{key} should be {getattr(kind, '__name__', kind)}, "
+                            f"found {type(value).__name__}")
+    return value
+
+
+def _tensor(data: Any, where: str) -> TensorInfo:
+    if not isinstance(data, Mapping):
+        raise ManifestError(f"manifest field {where} should be an object with name and shape")
+    shape = _get(data, "shape", list, where + ".")
+    if not all(isinstance(d, int) and d > 0 for d in shape):
+        raise ManifestError(f"manifest field {where}.shape should hold positive integers, found {shape}")
+    return TensorInfo(_get(data, "name", str, where + "."), tuple(shape))
+
+
+def _triple(data: Mapping[str, Any], key: str) -> tuple[float, float, float]:
+    value = _get(data, key, list, "preprocess.")
+    if len(value) != 3 or not all(isinstance(v, (int, float)) for v in value):
+        raise ManifestError(f"manifest field preprocess.{key} should be 3 numbers, found {value}")
+    if key == "std" and any(v <= 0 for v in value):
+        raise ManifestError(f"manifest field preprocess.std should be positive, found {value}")
+    return (float(value[0]), float(value[1]), float(value[2]))
+
+
+def manifest_from_json(data: Any) -> Manifest:
+    """Validate parsed JSON and build a :class:`Manifest`; errors name the field."""
+    if not isinstance(data, Mapping):
+        raise ManifestError("manifest.json should hold a JSON object")
+    if data.get("format") != FORMAT:
+        raise ManifestError(f"manifest field format should be {FORMAT!r}, found {data.get('format')!r}")
+    version = _get(data, "schema_version", int, "")
+    if version != SCHEMA_VERSION:
+        raise ManifestError(f"package schema_version {version} is not supported by this btnet-edge "
+                            f"(reads {SCHEMA_VERSION}); re-export the package or upgrade btnet-edge")
+    pre = _get(data, "preprocess", dict, "")
+    color = _get(pre, "color_order", str, "preprocess.")
+    if color not in ("RGB", "BGR"):
+        raise ManifestError(f"manifest field preprocess.color_order should be RGB or BGR, found {color!r}")
+    preprocess = Preprocess(color, _triple(pre, "mean"), _triple(pre, "std"), bool(pre.get("flip_tta", False)))
+    trunk_data = _get(data, "trunk", dict, "")
+    inputs = tuple(_tensor(t, f"trunk.inputs[{i}]") for i, t in enumerate(_get(trunk_data, "inputs", list, "trunk.")))
+    entries = tuple(_get(trunk_data, "entry_resolutions", list, "trunk."))
+    if len(entries) != len(inputs):
+        raise ManifestError("manifest fields trunk.inputs and trunk.entry_resolutions differ in length")
+    trunk = TrunkInfo(_get(trunk_data, "file", str, "trunk."), inputs, entries,
+                      _tensor(_get(trunk_data, "output", dict, "trunk."), "trunk.output"))
+    branches = []
+    for i, b in enumerate(_get(data, "branches", list, "")):
+        where = f"branches[{i}]."
+        branches.append(BranchInfo(_get(b, "resolution", int, where), _get(b, "file", str, where),
+                                   _tensor(_get(b, "input", dict, where), where + "input"),
+                                   _tensor(_get(b, "output", dict, where), where + "output"),
+                                   _get(b, "implant_after", str, where), _get(b, "resume_at", str, where)))
+    fused = []
+    for i, f in enumerate(data.get("fused", [])):
+        where = f"fused[{i}]."
+        fused.append(FusedInfo(_get(f, "resolution", int, where), _get(f, "file", str, where),
+                               _tensor(_get(f, "input", dict, where), where + "input"),
+                               _tensor(_get(f, "output", dict, where), where + "output")))
+    for info in branches:
+        if info.resolution not in entries:
+            raise ManifestError(f"branch {info.resolution} px has no trunk input (trunk.entry_resolutions {list(entries)})")
+    dispatch_data = _get(data, "dispatch", dict, "")
+    dispatch = DispatchPolicy(_get(dispatch_data, "indicator", str, "dispatch."),
+                              _get(dispatch_data, "rounding", str, "dispatch."))
+    if dispatch.indicator not in INDICATORS or dispatch.rounding not in ROUNDINGS:
+        raise ManifestError(f"manifest field dispatch should use indicator in {INDICATORS} and rounding in "
+                            f"{ROUNDINGS}, found {dispatch.indicator!r}/{dispatch.rounding!r}")
+    files = _get(data, "files", dict, "")
+    core = {"format", "schema_version", "name", "architecture", "family", "embedding_size", "weights",
+            "preprocess", "trunk", "branches", "dispatch", "files", "fused", "opset"}
+    return Manifest(
+        schema_version=version,
+        name=_get(data, "name", str, ""),
+        architecture=_get(data, "architecture", str, ""),
+        family=_get(data, "family", str, ""),
+        embedding_size=_get(data, "embedding_size", int, ""),
+        weights=_get(data, "weights", str, ""),
+        preprocess=preprocess,
+        trunk=trunk,
+        branches=tuple(sorted(branches, key=lambda b: -b.resolution)),
+        dispatch=dispatch,
+        files=dict(files),
+        fused=tuple(fused),
+        opset=int(data.get("opset", 17)),
+        extra={k: v for k, v in data.items() if k not in core},
+    )
+
+
+def write_manifest(manifest: Manifest, folder: str | Path) -> Path:
+    path = Path(folder) / MANIFEST_NAME
+    path.write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
+    return path

@@ -1,0 +1,1 @@
+"""The face pipeline: image checks, detection, alignment, recognition, gallery; one module each."""

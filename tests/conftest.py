@@ -1,0 +1,50 @@
+"""Shared test fixtures: the real fixtures folder, and packages exported once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(os.environ.get("BTNET_FIXTURES", ROOT.parent / "shared" / "fixtures"))
+MFN_PT = FIXTURES / "models" / "mobilefacenet.pt"
+MFN_ONNX = FIXTURES / "models" / "mobilefacenet.onnx"
+
+
+def needs_fixtures(*paths: Path):
+    """Skip with a reason when the shared fixtures (real models and photos) are absent."""
+    missing = [str(p) for p in paths if not p.exists()]
+    return pytest.mark.skipif(bool(missing), reason=f"fixtures absent: {', '.join(missing)} (set BTNET_FIXTURES)")
+
+
+@pytest.fixture(scope="session")
+def tiny_package(tmp_path_factory) -> Path:
+    """A random-weight test_btnet package with fused graphs (exported once)."""
+    from btnet_edge.export.package_writer import ExportOptions, build_btnet, export_package
+
+    out = tmp_path_factory.mktemp("pkg") / "tiny"
+    net, weights, report = build_btnet("test_btnet", (28, 14, 7), None, {}, seed=3)
+    export_package(net, ExportOptions(out=out, fused=True, seed=3, progress=False), weights, report)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_net():
+    from btnet_edge.models.btnet import random_btnet
+
+    return random_btnet("test_btnet", (28, 14, 7), seed=3)
+
+
+@pytest.fixture(scope="session")
+def mfn_package(tmp_path_factory) -> Path:
+    """The real MobileFaceNet fixture weights as a package (7/14/28 branches initialized from the trunk)."""
+    if not MFN_PT.exists():
+        pytest.skip(f"fixtures absent: {MFN_PT} (set BTNET_FIXTURES)")
+    from btnet_edge.export.package_writer import ExportOptions, build_btnet, export_package
+
+    out = tmp_path_factory.mktemp("pkg") / "mfn"
+    net, weights, report = build_btnet("mobilefacenet", (28, 14, 7), MFN_PT, {})
+    export_package(net, ExportOptions(out=out, fused=True, progress=False), weights, report)
+    return out
