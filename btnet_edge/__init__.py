@@ -21,8 +21,28 @@ from .errors import (
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # Lazy: `import btnet_edge` stays light; the Recognizer pulls OpenCV and ONNX Runtime when first used.
+    if name == "Recognizer":
+        from .pipeline.recognizer import Recognizer
+
+        return Recognizer
+    if name == "Face":
+        from .pipeline.face import Face
+
+        return Face
+    if name == "Gallery":
+        from .pipeline.gallery import Gallery
+
+        return Gallery
+    raise AttributeError(f"module 'btnet_edge' has no attribute {name!r}")
+
 __all__ = [
     "__version__",
+    "Face",
+    "Gallery",
+    "Recognizer",
     "BackendError",
     "BtnetError",
     "CheckpointError",

@@ -52,3 +52,23 @@ def test_runtime_imports_without_torch(tmp_path):
     assert set(report["help"].values()) == {0}
     assert report["export"] == 2  # MissingDependencyError: names the extra to install
     assert "btnet-edge[export]" in result.stderr
+
+
+RUNTIME_SCRIPT = textwrap.dedent("""
+    import sys
+    for name in ("torch", "torchvision", "onnx", "tensorrt", "cuda", "pycuda"):
+        sys.modules[name] = None
+    import numpy as np
+    from btnet_edge import Recognizer
+    rec = Recognizer(sys.argv[1])
+    faces = rec.get(np.full((120, 160, 3), 100, np.uint8))
+    emb = rec.embed(np.zeros((2, 14, 14, 3), np.uint8), 14)
+    print(len(faces), emb.shape)
+""")
+
+
+def test_recognizer_runs_without_torch(tiny_package):
+    result = subprocess.run([sys.executable, "-c", RUNTIME_SCRIPT, str(tiny_package)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0", "(2,", "64)"]

@@ -14,6 +14,9 @@ from ..errors import BtnetError
 SUBCOMMANDS = {
     "export": "export",
     "info": "info",
+    "enroll": "enroll",
+    "run": "run",
+    "gallery": "gallery",
 }
 
 log = logging.getLogger("btnet_edge")

@@ -26,6 +26,7 @@ from ..pipeline.dispatch import dispatch_ranges
 from .graphs import EMBEDDING_NAME, BranchGraph, FusedGraph, MergedTrunkGraph, image_input_name, implant_name
 from .onnx_io import OPSET, onnx_from_torch
 from .parity import measure_parity
+from .reference_weights import REFERENCE_WEIGHTS, save_reference_weights
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +126,11 @@ def export_package(net, options: ExportOptions, weights: str, import_report: Map
                                                   [image_input_name(r)])
                 bar.update()
         bar.close()
+        save_reference_weights(net, staging / REFERENCE_WEIGHTS)
         counts = net.parameter_counts()
         percent = {r: round(100.0 * n / counts["trunk"], 2) for r, n in counts["branches"].items()}
         files = {p.name: sha256_of(p) for p in sorted(staging.glob("*.onnx"))}
+        files[REFERENCE_WEIGHTS] = sha256_of(staging / REFERENCE_WEIGHTS)
         preprocess = Preprocess(
             options.color_order or config.color_order,
             tuple(options.mean or config.mean),  # type: ignore[arg-type]

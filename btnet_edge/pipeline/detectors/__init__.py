@@ -1,0 +1,1 @@
+"""Decoders, one file per detector family; :func:`btnet_edge.pipeline.detect.create_detector` picks one."""

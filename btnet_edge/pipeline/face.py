@@ -1,0 +1,47 @@
+"""The Face record returned by the Recognizer: insightface's attribute names, but frozen and typed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class Face:
+    """One recognized face.
+
+    ``bbox`` (x1, y1, x2, y2), ``kps`` (5, 2) and ``det_score`` as insightface; ``embedding``
+    is the raw trunk output and ``normed_embedding`` its unit-length version; ``resolution``
+    is the branch used (7, 14, 28 or 112) and ``face_size`` the size in px that chose it.
+    ``identity`` and ``identity_score`` are set when a gallery is attached.
+    """
+
+    bbox: np.ndarray
+    kps: np.ndarray
+    det_score: float
+    face_size: float
+    resolution: int
+    embedding: np.ndarray | None = None
+    identity: str | None = None
+    identity_score: float | None = None
+
+    @property
+    def normed_embedding(self) -> np.ndarray | None:
+        if self.embedding is None:
+            return None
+        return self.embedding / max(float(np.linalg.norm(self.embedding)), 1e-12)
+
+    @property
+    def embedding_norm(self) -> float | None:
+        return None if self.embedding is None else float(np.linalg.norm(self.embedding))
+
+    def to_json(self) -> dict:
+        return {
+            "bbox": [round(float(v), 2) for v in self.bbox],
+            "det_score": round(float(self.det_score), 4),
+            "face_size": round(float(self.face_size), 2),
+            "resolution": int(self.resolution),
+            "identity": self.identity,
+            "score": None if self.identity_score is None else round(float(self.identity_score), 4),
+        }

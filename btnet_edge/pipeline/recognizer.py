@@ -1,0 +1,196 @@
+"""Recognizer: detect -> measure -> dispatch -> align at the branch's size -> branches -> trunk -> gallery.
+
+Faces of a frame (or of several frames, ``get_batch``) are grouped per branch: each
+used branch runs once and the trunk runs once for all of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import ConfigError, InputImageError
+from ..package.loader import ModelPackage, load_package
+from ..package.manifest import DispatchPolicy
+from .align import align_face, crop_box
+from .detect import Detection, FaceDetector, create_detector
+from .dispatch import INDICATORS, ROUNDINGS, choose_resolution, face_size
+from .face import Face
+from .image import check_bgr_image
+from .preprocess import l2_normalize, preprocess
+from .runner import PackageRunner, backend_factory
+
+log = logging.getLogger(__name__)
+
+ALIGN_MODES = ("landmarks", "box")
+CONFIDENT_SHARE = 0.9  # main_face: the largest among faces scoring at least this share of the best
+MIN_FACE_PX = 2.0  # smaller boxes carry no identity: skipped, not embedded
+
+
+def main_face(faces: Sequence[Face]) -> Face | None:
+    """The subject of a photo: the largest of the confident faces (a large, doubtful detection is not it)."""
+    if not faces:
+        return None
+    best = max(f.det_score for f in faces)
+    return max((f for f in faces if f.det_score >= CONFIDENT_SHARE * best), key=lambda f: f.face_size)
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage since the last reset: what the frame benchmark reports."""
+
+    detect: float = 0.0
+    align: float = 0.0
+    branches: float = 0.0
+    trunk: float = 0.0
+    gallery: float = 0.0
+    total: float = 0.0
+    frames: int = 0
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("detect", "align", "branches", "trunk", "gallery", "total", "frames")}
+
+
+class Recognizer:
+    """Multi-resolution face recognition over a model package.
+
+    ``package``: a package folder or a loaded :class:`ModelPackage`. ``backend``: "auto"
+    (ONNX Runtime), "onnxruntime", "torch" or "tensorrt". ``detector``: a FaceDetector,
+    None for the bundled RetinaFace, or a path to an SCRFD/YuNet ONNX. ``indicator`` and
+    ``rounding`` override the manifest's dispatch policy.
+    """
+
+    def __init__(self, package: str | Path | ModelPackage, backend: str = "auto", detector: FaceDetector | str | None = None,
+                 *, indicator: str | None = None, rounding: str | None = None, align: str = "landmarks",
+                 device: str = "cpu", threads: int = 0, fp16: bool = False, engines: str | None = None,
+                 gallery=None, det_threshold: float | None = None, max_side: int | None = None) -> None:
+        self.package = package if isinstance(package, ModelPackage) else load_package(package)
+        self.manifest = self.package.manifest
+        policy = self.manifest.dispatch
+        self.dispatch = DispatchPolicy(indicator or policy.indicator, rounding or policy.rounding)
+        if self.dispatch.indicator not in INDICATORS or self.dispatch.rounding not in ROUNDINGS:
+            raise ConfigError(f"dispatch should use indicator in {INDICATORS} and rounding in {ROUNDINGS}, "
+                              f"found {self.dispatch.indicator!r}/{self.dispatch.rounding!r}")
+        if align not in ALIGN_MODES:
+            raise ConfigError(f"align should be one of {ALIGN_MODES}, found {align!r}")
+        self.align_mode = align
+        self.runner = PackageRunner(self.package, backend_factory(self.package, backend, device, threads, fp16, engines))
+        if isinstance(detector, FaceDetector):
+            self.detector = detector
+        else:
+            options = {k: v for k, v in (("score_threshold", det_threshold), ("max_side", max_side)) if v is not None}
+            self.detector = create_detector(detector, device=device, threads=threads, **options)
+        self.gallery = gallery
+        self.times = StageTimes()
+
+    # -- public API -------------------------------------------------------------------------
+
+    def get(self, image: np.ndarray) -> list[Face]:
+        """Faces of one BGR uint8 frame, with embeddings (and identities when a gallery is attached)."""
+        return self.get_batch([image])[0]
+
+    def get_batch(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
+        """Faces of several frames: one run per used branch and one trunk run for all of them."""
+        start = time.perf_counter()
+        frames = [check_bgr_image(img) for img in images]
+        t = time.perf_counter()
+        detections = [self.detector.detect(frame) for frame in frames]
+        self.times.detect += time.perf_counter() - t
+        plans = []
+        for index, dets in enumerate(detections):
+            for det in dets:
+                size = face_size(det.width, det.height, self.dispatch.indicator)
+                if size < MIN_FACE_PX:
+                    continue
+                plans.append((index, det, size, choose_resolution(size, self.manifest.resolutions,
+                                                                  self.dispatch.rounding)))
+        embeddings = self._embed_plans(frames, plans)
+        results: list[list[Face]] = [[] for _ in frames]
+        faces = [Face(bbox=det.bbox, kps=det.kps, det_score=det.score, face_size=size, resolution=r, embedding=emb)
+                 for (index, det, size, r), emb in zip(plans, embeddings)]
+        if self.gallery is not None and faces:
+            t = time.perf_counter()
+            faces = self._identify(faces)
+            self.times.gallery += time.perf_counter() - t
+        for (index, *_), face in zip(plans, faces):
+            results[index].append(face)
+        self.times.total += time.perf_counter() - start
+        self.times.frames += len(frames)
+        return results
+
+    def embed(self, aligned_faces: np.ndarray | Sequence[np.ndarray], resolution: int) -> np.ndarray:
+        """Embeddings (N, D), L2-normalized, of faces already aligned to ``resolution`` px (BGR uint8)."""
+        if resolution not in self.manifest.resolutions:
+            raise ConfigError(f"package has no {resolution} px entry; it has {self.manifest.resolutions}")
+        batch = np.asarray(aligned_faces)
+        if batch.ndim == 3:
+            batch = batch[None]
+        return l2_normalize(self._embed_groups({resolution: list(batch)})[resolution])
+
+    def close(self) -> None:
+        self.runner.close()
+        self.detector.close()
+
+    def __enter__(self) -> "Recognizer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _crop(self, frame: np.ndarray, det: Detection, resolution: int) -> np.ndarray:
+        if self.align_mode == "box":
+            return crop_box(frame, det.bbox, resolution)
+        return align_face(frame, det.kps, resolution)
+
+    def _embed_plans(self, frames: list[np.ndarray], plans: list) -> list[np.ndarray]:
+        t = time.perf_counter()
+        groups: dict[int, list[np.ndarray]] = defaultdict(list)
+        slots = []
+        for index, det, _size, r in plans:
+            slots.append((r, len(groups[r])))
+            groups[r].append(self._crop(frames[index], det, r))
+        self.times.align += time.perf_counter() - t
+        if not plans:
+            return []
+        by_resolution = self._embed_groups(groups)
+        return [by_resolution[r][i] for r, i in slots]
+
+    def _embed_groups(self, groups: dict[int, list[np.ndarray]]) -> dict[int, np.ndarray]:
+        """Raw embeddings per resolution; with flip TTA the flipped faces ride in the same batch."""
+        t = time.perf_counter()
+        flip = self.manifest.preprocess.flip_tta
+        batches = {}
+        for r, crops in groups.items():
+            stack = np.stack(crops) if len(crops) else np.zeros((0, r, r, 3), np.uint8)
+            if stack.dtype != np.uint8 or stack.shape[1:] != (r, r, 3):
+                raise InputImageError(f"faces for {r} px should be ({r}, {r}, 3) uint8, found {stack.shape[1:]} "
+                                      f"{stack.dtype}")
+            if flip:
+                stack = np.concatenate([stack, stack[:, :, ::-1]])
+            batches[r] = preprocess(stack, self.manifest.preprocess, r)
+        self.times.align += time.perf_counter() - t
+        branch_s, trunk_s = self.runner.branch_s, self.runner.trunk_s
+        out = self.runner.embed(batches)
+        self.times.branches += self.runner.branch_s - branch_s
+        self.times.trunk += self.runner.trunk_s - trunk_s
+        if flip:
+            out = {r: e[: len(e) // 2] + e[len(e) // 2:] for r, e in out.items()}
+        return out
+
+    def _identify(self, faces: list[Face]) -> list[Face]:
+        matrix = np.stack([f.normed_embedding for f in faces])
+        matches = self.gallery.identify(matrix, top_k=1, probe_resolutions=[f.resolution for f in faces])
+        out = []
+        for face, found in zip(faces, matches):
+            if found:
+                face = Face(**{**face.__dict__, "identity": found[0].name, "identity_score": found[0].score})
+            out.append(face)
+        return out
