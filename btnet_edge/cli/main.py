@@ -49,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.exception("failed")
         print(f"btnet-edge {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # output piped into `head` and closed: not an error of ours
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"btnet-edge {args.command}: interrupted", file=sys.stderr)
         return 130
