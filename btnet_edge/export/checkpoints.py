@@ -8,7 +8,6 @@ drift and always use the 112 trunk (one shared trunk, stored once).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from dataclasses import dataclass, field
@@ -17,20 +16,13 @@ from typing import Any, Mapping
 
 from .._deps import require
 from ..errors import CheckpointError
+from ..package.loader import sha256_of as file_sha256
 
 log = logging.getLogger(__name__)
 
 _CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "backbone", "net")
 _PREFIXES = ("module.", "backbone.", "model.")
 DRIFT_TOLERANCE = 1e-6
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, Any]:
