@@ -17,6 +17,8 @@ SUBCOMMANDS = {
     "enroll": "enroll",
     "run": "run",
     "gallery": "gallery",
+    "build": "build",
+    "check": "check",
 }
 
 log = logging.getLogger("btnet_edge")

@@ -1,0 +1,227 @@
+"""TensorRT backend: one engine, one execution context, one CUDA stream.
+
+The engine's cache key (sidecar JSON) is checked against the running GPU and
+TensorRT before deserializing: on a mismatch it is rebuilt when its ONNX is at
+hand, otherwise loading fails naming both sides. Device and pinned host buffers
+are allocated once per tensor and grown on demand; inputs are copied, the engine
+run (``set_input_shape``/``set_tensor_address``/``execute_async_v3``) and
+outputs copied back on the one stream. An empty batch returns empty outputs
+without a launch (TensorRT profiles start at batch 1).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from .._deps import require
+from ..errors import BackendError
+from .base import Backend, TensorSpec
+
+log = logging.getLogger(__name__)
+
+
+class _Buffer:
+    """A device buffer and its pinned host mirror, grown to the largest size asked for."""
+
+    def __init__(self, memory: Any) -> None:
+        self.memory, self.nbytes, self.device, self.host, self._host_handle = memory, 0, 0, None, None
+
+    def ensure(self, nbytes: int) -> None:
+        if nbytes <= self.nbytes:
+            return
+        size = max(nbytes, 2 * self.nbytes, 256)  # doubling: few reallocations as batches grow
+        self.release()
+        self.device = self.memory.malloc(size)
+        self.host, self._host_handle = self.memory.host_empty(size)
+        self.nbytes = size
+
+    def release(self) -> None:
+        if self.nbytes:
+            self.memory.free(self.device)
+            self.memory.host_free(self._host_handle)
+            self.nbytes, self.device, self.host, self._host_handle = 0, 0, None, None
+
+
+class TrtBackend(Backend):
+    """A serialized TensorRT engine (``*.engine`` with its ``*.engine.key.json`` sidecar)."""
+
+    name = "tensorrt"
+
+    def __init__(self, engine_path: str | Path, rebuild: bool = True, memory: Any = None) -> None:
+        """``rebuild``: rebuild a stale engine from its ONNX when at hand; ``memory``: a CudaMemory (default: auto)."""
+        super().__init__(engine_path)
+        self.rebuild = rebuild
+        self._memory = memory
+        self._engine = self._context = self._stream = None
+        self._specs: dict[str, tuple[bool, np.dtype, tuple[int, ...]]] = {}  # name -> (is_input, dtype, shape)
+        self._buffers: dict[str, _Buffer] = {}
+        self._profiles: dict[str, tuple[tuple[int, ...], ...]] = {}  # input -> (min, opt, max) shapes
+
+    def _verify(self, trt: Any) -> dict[str, Any]:
+        """Compare the saved key with this machine; rebuild or raise on a mismatch. Returns the build settings."""
+        from ..engines.builder import build_engine, runtime_env
+        from ..engines.cache_key import key_differences, load_sidecar, require_match, save_key
+        from ..package.loader import sha256_of
+
+        sidecar = load_sidecar(self.model_path)
+        if sidecar is None:
+            log.warning("%s has no readable cache key beside it; loading it unverified", self.model_path.name)
+            return {}
+        found, entry = sidecar
+        env = runtime_env(trt, self._memory)
+        expected = replace(found, trt_version=env.trt_version, gpu_name=env.gpu_name, sm_count=env.sm_count,
+                           compute_capability=env.compute_capability, l4t_release=env.l4t_release)
+        diffs = key_differences(expected, found)
+        if not diffs:
+            return dict(found.settings)
+        onnx_path = Path(entry.get("onnx", "")) if entry else None
+        if self.rebuild and onnx_path and onnx_path.is_file() and sha256_of(onnx_path) == found.onnx_sha256:
+            log.info("%s is stale (%s): rebuilding it from %s", self.model_path.name, "; ".join(diffs), onnx_path)
+            engine, _ = build_engine(entry, trt=trt)
+            self.model_path.write_bytes(engine)
+            save_key(self.model_path, expected, entry)
+            return dict(expected.settings)
+        require_match(self.model_path, expected, found)
+        return {}
+
+    def _load(self) -> None:
+        trt = require("tensorrt", extra="trt")
+        from ..engines import _trt_compat as compat
+        from ..engines.builder import trt_logger
+        from ..engines.cuda_mem import cuda_memory
+
+        if not self.model_path.is_file():
+            raise BackendError(f"engine {self.model_path} does not exist; build it: btnet-edge build PKG --target T")
+        self._memory = self._memory or cuda_memory()
+        settings = self._verify(trt)
+        runtime = trt.Runtime(trt_logger(trt))
+        if settings.get("version_compatible"):
+            compat.allow_host_code(runtime)
+        self._engine = runtime.deserialize_cuda_engine(self.model_path.read_bytes())
+        if self._engine is None:
+            raise BackendError(f"TensorRT {trt.__version__} cannot deserialize {self.model_path} (built by another "
+                               "TensorRT or for another GPU?); rebuild it with btnet-edge build")
+        self._context = self._engine.create_execution_context()
+        for i in range(self._engine.num_io_tensors):
+            name = self._engine.get_tensor_name(i)
+            is_input = self._engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+            dtype = compat.numpy_dtype(trt, self._engine.get_tensor_dtype(name))
+            self._specs[name] = (is_input, dtype, tuple(int(d) for d in self._engine.get_tensor_shape(name)))
+            self._buffers[name] = _Buffer(self._memory)
+        self._profiles = {name: compat.profile_shapes(self._engine, name) for name, s in self._specs.items() if s[0]}
+        self._stream = self._memory.stream_create()
+
+    def _spec_list(self, inputs: bool) -> list[TensorSpec]:
+        self.load()
+        return [TensorSpec(n, str(dt), s) for n, (is_in, dt, s) in self._specs.items() if is_in == inputs]
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return self._spec_list(True)
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return self._spec_list(False)
+
+    def _empty_outputs(self) -> dict[str, np.ndarray]:
+        return {n: np.zeros((0, *s[1:]), dt) for n, (is_in, dt, s) in self._specs.items() if not is_in}
+
+    def _check_batch(self, name: str, shape: tuple[int, ...]) -> None:
+        low, _, high = self._profiles[name]
+        if not all(lo <= d <= hi for d, lo, hi in zip(shape, low, high)):
+            raise BackendError(f"{self.model_path.name}: input {name} of shape {shape} is outside the engine's "
+                               f"profile {low}..{high}; split the batch or rebuild with a larger max in the target")
+
+    def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        batches = {name: int(np.shape(value)[0]) for name, value in feeds.items()}
+        if not any(batches.values()):
+            return self._empty_outputs()  # nothing to run: no launch
+        if not all(batches.values()):
+            empty = sorted(n for n, b in batches.items() if not b)
+            raise BackendError(f"{self.model_path.name}: inputs {empty} are empty while others are not; TensorRT "
+                               "profiles start at batch 1 (use trunk segment engines, which skip empty inputs)")
+        memory, stream, context = self._memory, self._stream, self._context
+        for name, value in feeds.items():
+            array = np.ascontiguousarray(value, dtype=self._specs[name][1])
+            self._check_batch(name, array.shape)
+            if context.set_input_shape(name, array.shape) is False:
+                raise BackendError(f"{self.model_path.name}: TensorRT refused shape {array.shape} for input {name}")
+            buffer = self._buffers[name]
+            buffer.ensure(array.nbytes)
+            buffer.host[:array.nbytes] = array.view(np.uint8).reshape(-1)
+            memory.htod_async(buffer.device, buffer.host, array.nbytes, stream)
+            context.set_tensor_address(name, buffer.device)
+        shapes = {}
+        for name, (is_input, dtype, _) in self._specs.items():
+            if is_input:
+                continue
+            shapes[name] = tuple(int(d) for d in context.get_tensor_shape(name))
+            self._buffers[name].ensure(int(np.prod(shapes[name])) * dtype.itemsize)
+            context.set_tensor_address(name, self._buffers[name].device)
+        if not context.execute_async_v3(memory.stream_handle(stream)):
+            raise BackendError(f"TensorRT failed to run {self.model_path.name} with inputs "
+                               f"{ {n: np.shape(v) for n, v in feeds.items()} }")
+        results = {}
+        for name, shape in shapes.items():
+            dtype = self._specs[name][1]
+            nbytes = int(np.prod(shape)) * dtype.itemsize
+            memory.dtoh_async(self._buffers[name].host, self._buffers[name].device, nbytes, stream)
+            results[name] = (shape, dtype, nbytes)
+        memory.synchronize(stream)
+        return {name: self._buffers[name].host[:nbytes].view(dtype).reshape(shape).copy()
+                for name, (shape, dtype, nbytes) in results.items()}
+
+    def _close(self) -> None:
+        if self._stream is not None:
+            self._memory.synchronize(self._stream)
+            self._memory.stream_destroy(self._stream)
+        for buffer in self._buffers.values():
+            buffer.release()
+        self._buffers.clear()
+        self._specs.clear()
+        self._context = self._engine = self._stream = None
+
+
+def open_trt_engines(engines_dir: str | Path, manifest: Any) -> Any:
+    """TensorRT backends for an engine folder (branches, trunk, detector) from its engines.json.
+
+    Returns :class:`~btnet_edge.engines.trunk_chain.PlanBackends`; its trunk takes the
+    merged trunk's feeds (segments are chained inside), so a Recognizer can use it as is.
+    """
+    import json
+
+    from ..engines.plan import ENGINES_MANIFEST
+    from ..engines.trunk_chain import open_plan
+
+    folder = Path(engines_dir)
+    path = folder / ENGINES_MANIFEST
+    if not path.is_file():
+        raise BackendError(f"{folder} has no {ENGINES_MANIFEST}; build the engines: btnet-edge build PKG --target T "
+                           f"--out {folder}")
+    plan = json.loads(path.read_text())
+    return open_plan(manifest, plan, lambda entry: TrtBackend(folder / entry["engine"]))
+
+
+def trt_backend_factory(package: Any, engines_dir: str | Path | None) -> Any:
+    """``file -> Backend`` over a built engine folder, for :class:`~btnet_edge.pipeline.runner.PackageRunner`.
+
+    The trunk file maps to the (possibly segmented) trunk; ``branch_<r>.onnx`` to its engine.
+    """
+    if engines_dir is None:
+        raise BackendError("backend 'tensorrt' needs the engine folder: pass engines=DIR (CLI: --engines DIR); "
+                           "build it with `btnet-edge build PKG --target desktop-fp16 --out DIR`")
+    opened = open_trt_engines(engines_dir, package.manifest)
+    by_file = {package.manifest.trunk.file: opened.trunk}
+    by_file.update({package.manifest.branch(r).file: backend for r, backend in opened.branches.items()})
+
+    def make(file: str) -> Any:
+        if file not in by_file:
+            raise BackendError(f"{engines_dir} holds no engine for {file}; rebuild the engines for this package")
+        return by_file[file]
+
+    return make

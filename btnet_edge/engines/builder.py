@@ -1,0 +1,157 @@
+"""Build the planned engines with TensorRT: profiles, precision path, timing cache, cache keys.
+
+Only this module and :mod:`btnet_edge.backends.trt` call TensorRT, and only the
+API subset that works from 8.6 to 11 (DESIGN.md). Version differences are
+looked up with ``hasattr`` in :mod:`._trt_compat`. An engine is rebuilt only
+when its saved key differs from the key the plan and this machine give it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from .._deps import require
+from ..errors import BackendError, ConfigError
+from . import _trt_compat as compat
+from .cache_key import RuntimeEnv, key_for, read_existing_keys, read_l4t_release, save_key, stale_engines
+from .plan import ENGINES_MANIFEST
+
+log = logging.getLogger(__name__)
+
+
+_LOGGER: Any = None  # the process's TensorRT logger, made on first use
+
+
+def trt_logger(trt: Any) -> Any:
+    """One TensorRT logger per process (TensorRT warns when several are created)."""
+    global _LOGGER
+    if _LOGGER is None:
+        verbose = logging.getLogger("btnet_edge").isEnabledFor(logging.DEBUG)  # btnet-edge --verbose
+        _LOGGER = trt.Logger(trt.Logger.INFO if verbose else trt.Logger.WARNING)
+    return _LOGGER
+
+
+def runtime_env(trt: Any = None, memory: Any = None) -> RuntimeEnv:
+    """TensorRT version, GPU and L4T release of this machine: the right-hand side of every cache key."""
+    trt = trt or require("tensorrt", extra="trt")
+    if memory is None:
+        from .cuda_mem import cuda_memory
+
+        memory = cuda_memory()
+    name, capability, sm_count = memory.device_properties(0)
+    return RuntimeEnv(str(trt.__version__), name, capability, sm_count, read_l4t_release())
+
+
+def timing_cache_path(out_dir: Path, env: RuntimeEnv) -> Path:
+    """One timing cache per GPU and TensorRT release (a cache from another one is rejected anyway)."""
+    slug = re.sub(r"[^A-Za-z0-9.]+", "-", f"{env.gpu_name}-trt{env.trt_version}").strip("-").lower()
+    return out_dir / f"{slug}.timing.cache"
+
+
+def _configure(trt: Any, builder: Any, config: Any, entry: Mapping[str, Any]) -> None:
+    settings = entry.get("settings", {})
+    features = compat.features_of(trt)
+    compat.set_workspace(trt, config, settings.get("workspace_mb", 1024))
+    if entry["precision_path"] == compat.BUILDER_FLAG_FP16:
+        if not features.builder_flag_fp16:
+            raise BackendError(f"{entry['name']} was planned with BuilderFlag.FP16, which TensorRT {trt.__version__} "
+                               "does not have: plan again on this machine (btnet-edge build without --dry-run)")
+        config.set_flag(trt.BuilderFlag.FP16)
+    if settings.get("dla_core") is not None:
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = int(settings["dla_core"])
+        if settings.get("gpu_fallback", True):
+            config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    wants_compat = settings.get("hardware_compatibility", "none") != "none" or settings.get("version_compatible")
+    if wants_compat and not features.compatibility_switches:
+        raise ConfigError(f"hardware/version compatibility needs TensorRT 8.6 or newer (found {trt.__version__}); "
+                          "set them off in the target")
+    if settings.get("hardware_compatibility") == "ampere_plus":
+        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
+    if settings.get("version_compatible"):
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    level = settings.get("builder_optimization_level")
+    if level is not None and hasattr(config, "builder_optimization_level"):
+        config.builder_optimization_level = int(level)
+    for profile_spec in entry["profiles"]:
+        profile = builder.create_optimization_profile()
+        for name, shapes in profile_spec.items():
+            profile.set_shape(name, tuple(shapes["min"]), tuple(shapes["opt"]), tuple(shapes["max"]))
+        config.add_optimization_profile(profile)
+
+
+def _parser_error(error: Any) -> str:
+    return error.desc() if hasattr(error, "desc") else str(error)
+
+
+def build_engine(entry: Mapping[str, Any], timing_cache: bytes = b"", trt: Any = None) -> tuple[bytes, bytes]:
+    """Serialized engine and updated timing cache for one plan entry."""
+    trt = trt or require("tensorrt", extra="trt")
+    logger = trt_logger(trt)
+    builder = trt.Builder(logger)
+    network = builder.create_network(compat.network_flags(trt, entry["precision_path"]))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(entry["onnx"])):
+        errors = "; ".join(_parser_error(parser.get_error(i)) for i in range(parser.num_errors))
+        raise BackendError(f"TensorRT {trt.__version__} cannot parse {entry['onnx']}: {errors}")
+    config = builder.create_builder_config()
+    _configure(trt, builder, config, entry)
+    cache = config.create_timing_cache(timing_cache)
+    if not config.set_timing_cache(cache, ignore_mismatch=False):
+        log.info("timing cache is from another GPU or TensorRT; starting a new one")
+        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise BackendError(f"TensorRT {trt.__version__} failed to build {entry['name']} from {entry['onnx']}; "
+                           "TensorRT's errors are above (rerun with --verbose for its full log)")
+    return bytes(serialized), bytes(config.get_timing_cache().serialize())
+
+
+def write_engines_manifest(out_dir: Path, plan: Mapping[str, Any], env: RuntimeEnv) -> Path:
+    """engines.json: the plan, the machine, and each engine's key (read back from its sidecar)."""
+    keys = read_existing_keys(out_dir, plan)
+    data = dict(plan)
+    data["built_on"] = vars(env)
+    data["engines"] = [dict(entry, key=keys[entry["name"]].to_json() if keys[entry["name"]] else None)
+                       for entry in plan["engines"]]
+    path = out_dir / ENGINES_MANIFEST
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def build_all(plan: Mapping[str, Any], out_dir: str | Path, force: bool = False,
+              progress: Callable[[str], None] | None = None, trt: Any = None,
+              env: RuntimeEnv | None = None) -> dict[str, Any]:
+    """Build every stale engine of ``plan`` into ``out_dir``; returns what was built, kept and why."""
+    trt = trt or require("tensorrt", extra="trt")
+    out_dir = Path(out_dir)
+    env = env or runtime_env(trt)
+    say = progress or log.info
+    existing = {} if force else read_existing_keys(out_dir, plan)
+    stale = stale_engines(plan, existing, env)
+    cache_path = timing_cache_path(out_dir, env)
+    cache = cache_path.read_bytes() if cache_path.is_file() else b""
+    built, total = [], len(stale)
+    for number, entry in enumerate((e for e in plan["engines"] if e["name"] in stale), start=1):
+        say(f"[{number}/{total}] building {entry['name']} ({stale[entry['name']]}) ...")
+        start = time.perf_counter()
+        engine, cache = build_engine(entry, cache, trt)
+        engine_path = out_dir / entry["engine"]
+        engine_path.write_bytes(engine)
+        cache_path.write_bytes(cache)  # keep the tuning even if a later engine fails
+        save_key(engine_path, key_for(entry, env), entry)
+        write_engines_manifest(out_dir, plan, env)
+        built.append({"name": entry["name"], "seconds": round(time.perf_counter() - start, 1),
+                      "bytes": len(engine), "reason": stale[entry["name"]]})
+        say(f"[{number}/{total}] {entry['name']}: {len(engine) / 1e6:.1f} MB in {built[-1]['seconds']} s")
+    manifest = write_engines_manifest(out_dir, plan, env)
+    fresh = [e["name"] for e in plan["engines"] if e["name"] not in stale]
+    if fresh:
+        say(f"up to date, not rebuilt: {', '.join(fresh)}")
+    return {"built": built, "fresh": fresh, "engines_manifest": str(manifest), "timing_cache": str(cache_path),
+            "built_on": vars(env)}

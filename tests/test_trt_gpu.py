@@ -1,0 +1,199 @@
+"""TensorRT integration: build, load and run engines and compare them with ONNX Runtime.
+
+Runs only where TensorRT, cuda-python (or pycuda) and an NVIDIA GPU exist;
+elsewhere every test skips and says which of them is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from btnet_edge._deps import available
+
+
+def _missing() -> str | None:
+    """Why these tests cannot run here, or None (checked at collection, so no fixture is built in vain)."""
+    if not available("tensorrt"):
+        return ("TensorRT is not installed here (JetPack on Jetson, NVIDIA's pip index on desktop: "
+                "docs/tensorrt.md); GPU integration tests skipped")
+    if not (available("cuda.bindings.runtime") or available("cuda.cudart") or available("pycuda.driver")):
+        return 'neither cuda-python nor pycuda is installed (pip install "btnet-edge[trt]")'
+    return None
+
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(_missing() is not None, reason=str(_missing()))]
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL_TARGET = """
+name = "gpu-test"
+precision = "fp16"
+workspace_mb = 512
+[batch.default]
+min = 1
+opt = 2
+max = 8
+[detector]
+batch = 1
+min_hw = [320, 320]
+opt_hw = [480, 640]
+max_hw = [736, 1280]
+"""
+
+
+@pytest.fixture(scope="session")
+def gpu():
+    """This machine's TensorRT and GPU, or a skip when no GPU answers."""
+    from btnet_edge.engines.builder import runtime_env
+    from btnet_edge.errors import BtnetError
+
+    try:
+        return runtime_env()
+    except BtnetError as exc:
+        pytest.skip(f"no usable NVIDIA GPU: {exc}")
+
+
+@pytest.fixture(scope="module")
+def built(gpu, tiny_package, tmp_path_factory):
+    """Engines of the tiny package for the installed TensorRT, with a small target to keep builds short."""
+    from btnet_edge._deps import require
+    from btnet_edge.engines._trt_compat import features_of
+    from btnet_edge.engines.builder import build_all
+    from btnet_edge.engines.plan import plan_engines
+    from btnet_edge.engines.targets import load_target
+
+    folder = tmp_path_factory.mktemp("engines")
+    (folder / "gpu-test.toml").write_text(SMALL_TARGET)
+    plan = plan_engines(tiny_package, load_target(folder / "gpu-test.toml"), features_of(require("tensorrt")), folder)
+    report = build_all(plan, folder)
+    return plan, folder, report
+
+
+def _cos(a, b):
+    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_build_writes_engines_keys_and_manifest(built, gpu):
+    plan, folder, report = built
+    assert [b["name"] for b in report["built"]] == [e["name"] for e in plan["engines"]]
+    manifest = json.loads((folder / "engines.json").read_text())
+    assert manifest["built_on"]["gpu_name"] == gpu.gpu_name
+    for entry in manifest["engines"]:
+        assert (folder / entry["engine"]).stat().st_size > 0
+        assert entry["key"]["onnx_sha256"] == entry["sha256"] and entry["key"]["trt_version"] == gpu.trt_version
+    assert Path(report["timing_cache"]).is_file()
+
+
+def test_second_build_rebuilds_nothing(built):
+    from btnet_edge.engines.builder import build_all
+
+    plan, folder, _ = built
+    again = build_all(plan, folder)
+    assert again["built"] == [] and again["fresh"] == [e["name"] for e in plan["engines"]]
+
+
+def test_branch_engines_match_onnx_runtime(built, tiny_package):
+    from btnet_edge.backends.ort import OrtBackend
+    from btnet_edge.backends.trt import TrtBackend
+
+    plan, folder, _ = built
+    rng = np.random.default_rng(0)
+    for r in (28, 14, 7):
+        images = rng.standard_normal((5, 3, r, r)).astype(np.float32)
+        with TrtBackend(folder / f"branch_{r}.engine") as engine:
+            got = engine.infer({f"image_{r}": images})[f"implant_{r}"]
+            again = engine.infer({f"image_{r}": images[:2]})[f"implant_{r}"]  # buffers reused, smaller batch
+            runs = engine.runs
+            empty = engine.infer({f"image_{r}": images[:0]})[f"implant_{r}"]
+        want = OrtBackend(Path(tiny_package) / f"branch_{r}.onnx").infer({f"image_{r}": images})[f"implant_{r}"]
+        assert _cos(got, want).min() >= 0.999 and np.allclose(again, got[:2], atol=1e-3)
+        assert empty.shape == (0, *want.shape[1:]) and runs + 1 == engine.runs
+
+
+def test_segmented_trunk_on_tensorrt(built, tiny_package):
+    """Branch engine + trunk segment engines vs the package's branch and merged trunk on ONNX Runtime."""
+    from btnet_edge.backends.trt import TrtBackend
+    from btnet_edge.engines.check import compare, ort_reference, plan_embedder, random_inputs
+    from btnet_edge.package.loader import load_package
+
+    plan, folder, _ = built
+    package = load_package(tiny_package)
+    candidate, opened = plan_embedder(package.manifest, plan, lambda e: TrtBackend(folder / e["engine"]))
+    reference, _ = ort_reference(package)
+    rows = compare(reference, candidate, random_inputs(package.manifest, 6, seed=2), "random")
+    assert {row["resolution"] for row in rows} == {112, 28, 14, 7} and all(row["passed"] for row in rows), rows
+    for backend in opened:
+        backend.close()
+
+
+def test_detector_engine_runs(built):
+    from btnet_edge.backends.trt import TrtBackend
+
+    _, folder, _ = built
+    with TrtBackend(folder / "detector_retinaface.engine") as engine:
+        out = engine.infer({"input": np.zeros((1, 3, 480, 640), np.float32)})
+    assert set(out) == {"loc", "conf", "landmarks"}
+
+
+def test_stale_key_rebuilds_when_onnx_is_at_hand(built, tmp_path):
+    import shutil
+
+    from btnet_edge.backends.trt import TrtBackend
+    from btnet_edge.engines.cache_key import key_path, load_sidecar, save_key
+
+    _, folder, _ = built
+    engine = tmp_path / "branch_7.engine"
+    shutil.copy(folder / "branch_7.engine", engine)
+    key, entry = load_sidecar(folder / "branch_7.engine")
+    save_key(engine, replace(key, gpu_name="Some Other GPU"), entry)
+    with TrtBackend(engine) as backend:
+        backend.infer({"image_7": np.zeros((1, 3, 7, 7), np.float32)})
+    assert load_sidecar(engine)[0].gpu_name == key.gpu_name and key_path(engine).is_file()
+
+
+def test_strongly_typed_path(gpu, tiny_package, tmp_path):
+    """The FP16 ONNX path of TensorRT 11, exercised wherever the STRONGLY_TYPED flag exists (10.x too)."""
+    from btnet_edge._deps import require
+    from btnet_edge.backends.ort import OrtBackend
+    from btnet_edge.backends.trt import TrtBackend
+    from btnet_edge.engines._trt_compat import features_of
+    from btnet_edge.engines.builder import build_all
+    from btnet_edge.engines.plan import plan_engines
+    from btnet_edge.engines.targets import load_target
+
+    features = features_of(require("tensorrt"))
+    if not features.strongly_typed_flag:
+        pytest.skip(f"TensorRT {features.version} has no strongly typed networks")
+    (tmp_path / "t.toml").write_text(SMALL_TARGET.replace("[detector]", "[detector]\nbuild = false"))
+    plan = plan_engines(tiny_package, load_target(tmp_path / "t.toml"), replace(features, builder_flag_fp16=False),
+                        tmp_path)
+    assert plan["precision_path"] == "strongly_typed_fp16_onnx"
+    build_all(plan, tmp_path)
+    images = np.random.default_rng(3).standard_normal((4, 3, 28, 28)).astype(np.float32)
+    with TrtBackend(tmp_path / "branch_28.engine") as engine:
+        got = engine.infer({"image_28": images})["implant_28"]
+    want = OrtBackend(Path(tiny_package) / "branch_28.onnx").infer({"image_28": images})["implant_28"]
+    assert got.dtype == np.float32 and _cos(got, want).min() >= 0.999
+
+
+def test_check_cli_passes_on_mfn(gpu, mfn_package, tmp_path):
+    out = tmp_path / "engines"
+    (tmp_path / "t.toml").write_text(SMALL_TARGET.replace("[detector]", "[detector]\nbuild = false"))
+    build = subprocess.run([sys.executable, str(ROOT / "tools" / "build_engines.py"), str(mfn_package), "--target",
+                            str(tmp_path / "t.toml"), "--out", str(out)], capture_output=True, text=True, timeout=1200)
+    assert build.returncode == 0, build.stderr
+    faces = ROOT.parent / "shared" / "fixtures" / "images" / "people"
+    args = ["check", str(mfn_package), "--engines", str(out), "--json", "--samples", "8"]
+    if faces.is_dir():
+        args += ["--faces", str(faces)]
+    check = subprocess.run([sys.executable, "-m", "btnet_edge", *args], capture_output=True, text=True, timeout=600)
+    assert check.returncode == 0, check.stdout + check.stderr
+    rows = json.loads(check.stdout)["rows"]
+    assert {row["resolution"] for row in rows} == {112, 28, 14, 7} and all(row["passed"] for row in rows)
