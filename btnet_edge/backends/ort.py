@@ -34,23 +34,32 @@ def ort_providers(device: str = "cpu") -> list[str]:
 
 
 class OrtBackend(Backend):
-    """One ``onnxruntime.InferenceSession``; ``threads`` sets intra-op threads (0: ONNX Runtime decides)."""
+    """One ``onnxruntime.InferenceSession``; ``threads`` sets intra-op threads (0: ONNX Runtime decides).
+
+    ``spin`` False (the default) stops idle worker threads from spinning after a run:
+    the pipeline chains sessions (detector, branches, trunk), and on a small CPU the
+    previous session's spinning threads steal cores from the next one (measured on 2
+    cores: the r50 7 px path took 305 ms instead of 234 ms; docs/benchmarks.md).
+    """
 
     name = "onnxruntime"
 
     def __init__(self, model_path: str | Path | bytes, device: str = "cpu", threads: int = 0,
-                 providers: Sequence[str] | None = None) -> None:
+                 providers: Sequence[str] | None = None, spin: bool = False) -> None:
         self._model_bytes = model_path if isinstance(model_path, bytes) else None
         super().__init__("<in-memory model>" if self._model_bytes is not None else model_path)
         self.device = device
         self.threads = threads
         self._providers = list(providers) if providers else None
+        self.spin = spin
         self._session = None
 
     def _load(self) -> None:
         ort = require("onnxruntime")
         options = ort.SessionOptions()
         options.log_severity_level = 3  # our own session only; no global log level change
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "1" if self.spin else "0")
         if self.threads:
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1

@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "gallery": "gallery",
     "build": "build",
     "check": "check",
+    "bench": "bench",
 }
 
 log = logging.getLogger("btnet_edge")
