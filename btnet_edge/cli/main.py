@@ -19,6 +19,9 @@ SUBCOMMANDS = {
     "gallery": "gallery",
     "build": "build",
     "check": "check",
+    "eval-pairs": "eval_pairs",
+    "eval-ident": "eval_ident",
+    "train-branches": "train_branches",
     "bench": "bench",
 }
 

@@ -37,20 +37,35 @@ def parse_triple(text: str) -> tuple[float, float, float]:
 
 
 def add_runtime_options(parser: argparse.ArgumentParser) -> None:
-    """Backend, detector and dispatch options shared by run, enroll and bench."""
-    from ..pipeline.dispatch import INDICATORS, ROUNDINGS
+    """Backend, detector and dispatch options shared by run and enroll."""
+    add_backend_options(parser)
+    add_detector_options(parser)
+    add_dispatch_options(parser)
+
+
+def add_backend_options(parser: argparse.ArgumentParser) -> None:
     from ..pipeline.runner import BACKENDS
 
-    group = parser.add_argument_group("runtime")
+    group = parser.add_argument_group("backend")
     group.add_argument("--backend", choices=BACKENDS, default="auto", help="auto = ONNX Runtime (default)")
     group.add_argument("--device", default="cpu", help="cpu or cuda (ONNX Runtime CUDA provider, PyTorch CUDA)")
     group.add_argument("--threads", type=int, default=0, help="intra-op threads (0: the backend decides)")
     group.add_argument("--engines", help="folder of TensorRT engines (backend tensorrt)")
+
+
+def add_detector_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("detector")
     group.add_argument("--detector", help="detector ONNX (SCRFD or YuNet); default: the bundled RetinaFace")
     group.add_argument("--detector-kind", choices=("retinaface", "scrfd", "yunet"),
                        help="family of --detector when its file name does not say")
     group.add_argument("--det-threshold", type=float, help="detection score threshold")
     group.add_argument("--max-side", type=int, help="cap on the long side of a frame for detection (px)")
+
+
+def add_dispatch_options(parser: argparse.ArgumentParser) -> None:
+    from ..pipeline.dispatch import INDICATORS, ROUNDINGS
+
+    group = parser.add_argument_group("dispatch and alignment")
     group.add_argument("--indicator", choices=INDICATORS, help="face-size indicator (default: the package's)")
     group.add_argument("--rounding", choices=ROUNDINGS, help="branch rounding rule (default: the package's)")
     group.add_argument("--align", choices=("landmarks", "box"), default="landmarks",
@@ -58,7 +73,7 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
 
 
 def recognizer_from_args(args: argparse.Namespace, gallery=None):
-    """A Recognizer configured by the shared runtime options."""
+    """A Recognizer configured by the shared options (dispatch options are optional)."""
     from ..pipeline.detect import create_detector
     from ..pipeline.recognizer import Recognizer
 
@@ -66,9 +81,24 @@ def recognizer_from_args(args: argparse.Namespace, gallery=None):
                         if v is not None}
     detector = create_detector(args.detector, kind=args.detector_kind, device=args.device, threads=args.threads,
                                **detector_options)
-    return Recognizer(args.package, backend=args.backend, detector=detector, indicator=args.indicator,
-                      rounding=args.rounding, align=args.align, device=args.device, threads=args.threads,
-                      engines=args.engines, gallery=gallery)
+    return Recognizer(args.package, backend=args.backend, detector=detector, indicator=getattr(args, "indicator", None),
+                      rounding=getattr(args, "rounding", None), align=getattr(args, "align", "landmarks"),
+                      device=args.device, threads=args.threads, engines=args.engines, gallery=gallery)
+
+
+def write_json(document: dict, target) -> None:
+    """JSON to the path ``target``, or to stdout for '-'; nothing for None."""
+    import json
+    from pathlib import Path
+
+    if target is None:
+        return
+    text = json.dumps(document, indent=2)
+    if str(target) == "-":
+        print(text)
+        return
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    Path(target).write_text(text + "\n")
 
 
 def gallery_model_id(manifest) -> str:

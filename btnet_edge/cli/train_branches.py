@@ -1,0 +1,76 @@
+"""btnet-edge train-branches: distill each branch from the package's frozen trunk, write a new package."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .options import parse_resolutions
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train-branches", help="train branches by distillation from the frozen trunk",
+        description="Detect and align the faces of --images at 112 (labels not needed), then train each branch so "
+                    "that, on the face degraded to its resolution, it reproduces the trunk's feature map at the "
+                    "implant point and the trunk's embedding (MSE + MSE, weights 1 and 1 as the authors). The trunk "
+                    "is frozen entirely, BN statistics included. Writes a new package whose manifest records the run.")
+    p.add_argument("package", type=Path, help="source model package (its weights.npz holds trunk and branches)")
+    p.add_argument("--images", type=Path, required=True, action="append",
+                   help="folder of photos (searched recursively); repeatable")
+    p.add_argument("--out", type=Path, required=True, help="package folder to write")
+    p.add_argument("--resolutions", help="branches to train (default: all of the package's)")
+    p.add_argument("--epochs", type=int, default=None, help="passes over the faces (default 100)")
+    p.add_argument("--steps", type=int, help="total optimizer steps instead of --epochs")
+    p.add_argument("--batch-size", type=int, default=32, help="faces per step (default 32)")
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3)")
+    p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--feature-weight", type=float, default=1.0, help="weight of the implant-point MSE (default 1)")
+    p.add_argument("--embedding-weight", type=float, default=1.0, help="weight of the embedding MSE (default 1)")
+    p.add_argument("--mixup", type=float, default=0.0,
+                   help="share of training faces blended with another face (more distinct inputs for the teacher "
+                        "when faces are few; default 0)")
+    p.add_argument("--min-face-px", type=float, default=48.0,
+                   help="faces smaller than this (long side) are not used as 112 px teachers (default 48)")
+    p.add_argument("--init", choices=("trunk", "package"), default="trunk",
+                   help="start each branch from the trunk's weights (default, as the authors) or fine-tune the "
+                        "package's branches")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for PyTorch (0: its default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-share", type=float, default=0.1,
+                   help="share of the faces held out to measure distillation on unseen faces (default 0.1)")
+    p.add_argument("--checkpoints", type=Path, help="checkpoint folder (default: OUT.ckpt next to --out)")
+    p.add_argument("--save-every", type=int, default=50, help="checkpoint every N steps (default 50)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint folder's last.pt")
+    p.add_argument("--name", help="name of the new package (default: SOURCE.distilled)")
+    p.add_argument("--fused", action="store_true", help="also write fused graphs (default: as the source package)")
+    p.add_argument("--force", action="store_true", help="replace an existing package at --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .._deps import require
+
+    require("torch", extra="train")
+    require("onnx", extra="train")
+    from ..training.data import Augmentation
+    from ..training.distill import TrainOptions, train_and_export
+
+    options = TrainOptions(
+        resolutions=parse_resolutions(args.resolutions) if args.resolutions else None,
+        epochs=args.epochs, steps=args.steps, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+        weight_decay=args.weight_decay, feature_weight=args.feature_weight, embedding_weight=args.embedding_weight,
+        init=args.init, device=args.device, amp=not args.no_amp, threads=args.threads, seed=args.seed,
+        val_share=args.val_share, augmentation=Augmentation(mixup_p=args.mixup),
+        checkpoints=args.checkpoints or args.out.with_name(args.out.name + ".ckpt"), save_every=args.save_every,
+        resume=args.resume, progress=not args.quiet,
+    )
+    summary = train_and_export(args.package, args.images, args.out, options, min_face_px=args.min_face_px,
+                               name=args.name, fused=True if args.fused else None, force=args.force)
+    print(json.dumps(summary, indent=2))
+    return 0

@@ -1,0 +1,69 @@
+"""ROC plots of eval-pairs (needs the ``plot`` extra: matplotlib, imported when a plot is drawn)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .._deps import require
+
+log = logging.getLogger(__name__)
+
+TRUNK_SIZE = 112
+
+
+def plot_roc(curves: Sequence[dict], out: str | Path, title: str = "ROC") -> Path:
+    """One panel per resolution r: TAR against FAR (log axis) for 112&r and r&r, branch vs upsample.
+
+    ``curves``: dicts with res_a, res_b, method, far, tar (eval-pairs' output). The 112&112
+    trunk is drawn in grey in every panel as the ceiling. Written without a display.
+    """
+    require("matplotlib", extra="plot")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    low = sorted({min(c["res_a"], c["res_b"]) for c in curves if min(c["res_a"], c["res_b"]) < TRUNK_SIZE},
+                 reverse=True) or [TRUNK_SIZE]
+    columns = min(3, len(low))
+    rows = math.ceil(len(low) / columns)
+    figure = Figure(figsize=(4.2 * columns, 3.6 * rows), dpi=110)
+    FigureCanvasAgg(figure)  # an off-screen canvas: no global backend switch, no display needed
+    reference = next((c for c in curves if c["res_a"] == c["res_b"] == TRUNK_SIZE), None)
+    for index, r in enumerate(low):
+        axes = figure.add_subplot(rows, columns, index + 1)
+        lowest = 1.0
+        if reference is not None:
+            lowest = min(lowest, _draw(axes, reference, "112&112 trunk", "0.6", "-"))
+        for curve in curves:
+            if min(curve["res_a"], curve["res_b"]) != r or r == TRUNK_SIZE:
+                continue
+            colour = "C0" if curve["res_a"] == TRUNK_SIZE else "C3"
+            style = "--" if curve["method"] == "upsample" else "-"
+            label = f"{curve['res_a']}&{curve['res_b']} {curve['method']}"
+            lowest = min(lowest, _draw(axes, curve, label, colour, style))
+        axes.set_xscale("log")
+        axes.set_xlim(lowest / 2, 1.0)
+        axes.set_ylim(0.0, 1.01)
+        axes.set_title(f"{r} px", fontsize=10)
+        axes.set_xlabel("false accept rate", fontsize=8)
+        axes.set_ylabel("true accept rate", fontsize=8)
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend(fontsize=7, loc="lower right")
+    figure.suptitle(title, fontsize=11)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, bbox_inches="tight")
+    log.info("ROC plot written to %s", out)
+    return out
+
+
+def _draw(axes, curve: dict, label: str, colour: str, style: str) -> float:
+    """Plot one curve; returns its lowest positive FAR (a log axis cannot show 0)."""
+    far, tar = np.asarray(curve["far"]), np.asarray(curve["tar"])
+    keep = far > 0
+    axes.plot(far[keep], tar[keep], color=colour, linestyle=style, label=label)
+    return float(far[keep].min()) if keep.any() else 1.0

@@ -1,0 +1,57 @@
+"""Resumable training state: state dicts and plain values only, read back with ``weights_only=True``.
+
+A checkpoint holds the trained part of each branch, the optimizer, the AMP scaler, the
+sampler's random state and the loss history, so ``--resume`` continues the step count
+exactly; it refuses a checkpoint made for other branches or another trunk.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import CheckpointError
+
+if TYPE_CHECKING:  # no import cycle at run time
+    from .data import BatchSampler
+    from .distill import BranchDistiller
+
+CHECKPOINT_FORMAT = "btnet-edge-branch-training"
+CHECKPOINT_NAME = "last.pt"
+
+
+def save_checkpoint(path: Path, distiller: BranchDistiller, sampler: BatchSampler, step: int, total: int,
+                    history: list, meta: dict) -> None:
+    """State dicts and plain values only (loadable with weights_only=True); written atomically."""
+    torch = distiller.torch
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": CHECKPOINT_FORMAT, "step": step, "total_steps": total, "meta": meta,
+               "branches": distiller.branch_states(), "optimizer": distiller.optimizer.state_dict(),
+               "scaler": distiller.scaler.state_dict(), "sampler": sampler.state(),
+               "torch_rng": torch.get_rng_state(), "history": history}
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, distiller: BranchDistiller, sampler: BatchSampler,
+                    meta: dict) -> tuple[int, list, dict]:
+    """Restore a run; refuses a checkpoint of other branches or another trunk. Returns (step, history, meta)."""
+    torch = distiller.torch
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a damaged or foreign file
+        raise CheckpointError(f"cannot read checkpoint {path} ({exc}); delete it or drop --resume") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a train-branches checkpoint")
+    for key in ("resolutions", "trunk_sha256"):
+        if payload["meta"].get(key) != meta.get(key):
+            raise CheckpointError(f"checkpoint {path} was made for {key} {payload['meta'].get(key)}, this run has "
+                                  f"{meta.get(key)}; use another --checkpoints folder or drop --resume")
+    distiller.load_branch_states(payload["branches"])
+    distiller.optimizer.load_state_dict(payload["optimizer"])
+    distiller.scaler.load_state_dict(payload["scaler"])
+    sampler.restore(payload["sampler"])
+    torch.set_rng_state(payload["torch_rng"])
+    return int(payload["step"]), list(payload["history"]), dict(payload["meta"])

@@ -1,0 +1,84 @@
+"""Branch distillation: losses fall, the trunk does not move, runs resume, the new package loads."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from btnet_edge.cli.main import main
+from btnet_edge.package.manifest import Preprocess
+
+from .conftest import FIXTURES, needs_fixtures
+
+torch = pytest.importorskip("torch")
+
+UNLABELED = FIXTURES / "images" / "unlabeled"
+TRAIN_PHOTOS = ("bulk_Rob_Lowe_0001.jpg", "facenet_multiface.jpg")  # 7 faces: enough for batches of 4
+SPEC = Preprocess("RGB", (127.5, 127.5, 127.5), (127.5, 127.5, 127.5))
+
+
+def _state(module) -> dict:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_losses_fall_on_a_fixed_batch_and_the_trunk_stays_bit_identical():
+    from btnet_edge.models.btnet import random_btnet
+    from btnet_edge.training.distill import BranchDistiller, TrainOptions
+
+    net = random_btnet("test_btnet", (28, 14, 7), seed=5)
+    trunk_before = _state(net.trunk)
+    branch_before = _state(net.branch(14))
+    faces = np.random.default_rng(0).integers(0, 256, (8, 112, 112, 3), dtype=np.uint8)
+    distiller = BranchDistiller(net, SPEC, TrainOptions(lr=3e-3, augmentation=None, device="cpu"))
+    history = [distiller.step(faces, 3e-3) for _ in range(12)]  # each step reports the losses before its update
+    for key in history[0]:
+        start, end = history[0][key], history[-1][key]
+        assert (end > start) if key.startswith("cosine") else (end < start), (key, start, end)
+    trunk_after = net.trunk.state_dict()
+    assert set(trunk_after) == set(trunk_before)
+    for key, value in trunk_before.items():  # weights and BN buffers (running stats, batch counts)
+        assert torch.equal(trunk_after[key], value), key
+    assert not net.trunk.training and not any(p.requires_grad for p in net.trunk.parameters())
+    own = set(net.branch_keys(14))
+    changed = {k for k, v in net.branch(14).state_dict().items() if not torch.equal(v, branch_before[k])}
+    assert changed and changed <= own  # only the branch's own layers train
+
+
+@needs_fixtures(UNLABELED)
+def test_train_branches_resumes_and_writes_a_verified_package(tiny_package, tmp_path):
+    from btnet_edge.package.loader import load_package
+    from btnet_edge.pipeline.recognizer import Recognizer
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in TRAIN_PHOTOS:
+        shutil.copy(UNLABELED / name, images / name)
+    checkpoints = tmp_path / "ckpt"
+    common = ["train-branches", str(tiny_package), "--images", str(images), "--batch-size", "4", "--save-every", "2",
+              "--checkpoints", str(checkpoints), "--quiet"]
+    assert main(common + ["--steps", "4", "--out", str(tmp_path / "first")]) == 0
+    first = torch.load(checkpoints / "last.pt", map_location="cpu", weights_only=True)
+    assert first["step"] == 4 and len(first["history"]) == 4
+    assert main(common + ["--steps", "6", "--resume", "--out", str(tmp_path / "second")]) == 0
+    second = torch.load(checkpoints / "last.pt", map_location="cpu", weights_only=True)
+    assert second["step"] == 6 and len(second["history"]) == 6 and second["history"][:4] == first["history"]
+
+    package = load_package(tmp_path / "second")  # verifies every sha256
+    training = package.manifest.extra["import_report"]["training"]
+    assert training["resumed_from_step"] == 4 and training["steps"] == 6 and training["faces"] == 7
+    assert training["source_package"] == load_package(tiny_package).manifest.name
+    with np.load(tiny_package / "weights.npz") as old, np.load(package.path("weights.npz")) as new:
+        trunk_keys = [k for k in old.files if k.startswith("trunk.")]
+        assert trunk_keys and all(np.array_equal(old[k], new[k]) for k in trunk_keys)  # one trunk, untouched
+        assert any(not np.array_equal(old[k], new[k]) for k in old.files if k.startswith("branch_14."))
+    with Recognizer(package) as recognizer:
+        assert recognizer.embed(np.zeros((2, 14, 14, 3), np.uint8), 14).shape == (2, 64)
+
+
+def test_resume_without_a_checkpoint_fails_before_any_work(tiny_package, tmp_path, capsys):
+    args = ["train-branches", str(tiny_package), "--images", str(tmp_path), "--out", str(tmp_path / "p"),
+            "--checkpoints", str(tmp_path / "none"), "--resume", "--quiet"]
+    assert main(args) == 1
+    assert "no checkpoint" in capsys.readouterr().err
