@@ -50,6 +50,7 @@ def test_losses_fall_on_a_fixed_batch_and_the_trunk_stays_bit_identical():
 def test_train_branches_resumes_and_writes_a_verified_package(tiny_package, tmp_path):
     from btnet_edge.package.loader import load_package
     from btnet_edge.pipeline.recognizer import Recognizer
+    from btnet_edge.training.state_file import load_state
 
     images = tmp_path / "images"
     images.mkdir()
@@ -59,10 +60,10 @@ def test_train_branches_resumes_and_writes_a_verified_package(tiny_package, tmp_
     common = ["train-branches", str(tiny_package), "--images", str(images), "--batch-size", "4", "--save-every", "2",
               "--checkpoints", str(checkpoints), "--quiet"]
     assert main(common + ["--steps", "4", "--out", str(tmp_path / "first")]) == 0
-    first = torch.load(checkpoints / "last.pt", map_location="cpu", weights_only=True)
+    first = load_state(checkpoints / "last.npz", torch)
     assert first["step"] == 4 and len(first["history"]) == 4
     assert main(common + ["--steps", "6", "--resume", "--out", str(tmp_path / "second")]) == 0
-    second = torch.load(checkpoints / "last.pt", map_location="cpu", weights_only=True)
+    second = load_state(checkpoints / "last.npz", torch)
     assert second["step"] == 6 and len(second["history"]) == 6 and second["history"][:4] == first["history"]
 
     package = load_package(tmp_path / "second")  # verifies every sha256
@@ -82,3 +83,21 @@ def test_resume_without_a_checkpoint_fails_before_any_work(tiny_package, tmp_pat
             "--checkpoints", str(tmp_path / "none"), "--resume", "--quiet"]
     assert main(args) == 1
     assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_checkpoint_file_round_trips_without_pickle(tmp_path):
+    import zipfile
+
+    from btnet_edge.training.state_file import load_state, save_state
+
+    state = {"step": 7, "optimizer": {"state": {0: {"exp_avg": torch.ones(3), "step": torch.tensor(5.0)}},
+                                      "param_groups": [{"lr": 0.003, "params": [0, 1]}]},
+             "rng": torch.get_rng_state(), "pair": (1, "a"), "order": np.arange(4), "none": None}
+    path = tmp_path / "state.npz"
+    save_state(path, state, torch)
+    back = load_state(path, torch)
+    assert back["step"] == 7 and back["pair"] == (1, "a") and back["none"] is None
+    assert list(back["optimizer"]["state"]) == [0]  # int keys stay ints (the optimizer needs them)
+    assert torch.equal(back["optimizer"]["state"][0]["exp_avg"], torch.ones(3))
+    assert torch.equal(back["rng"], state["rng"]) and np.array_equal(back["order"], np.arange(4))
+    assert not [n for n in zipfile.ZipFile(path).namelist() if n.endswith(".pkl")]

@@ -45,7 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="share of the faces held out to measure distillation on unseen faces (default 0.1)")
     p.add_argument("--checkpoints", type=Path, help="checkpoint folder (default: OUT.ckpt next to --out)")
     p.add_argument("--save-every", type=int, default=50, help="checkpoint every N steps (default 50)")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint folder's last.pt")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint folder's last.npz")
     p.add_argument("--name", help="name of the new package (default: SOURCE.distilled)")
     p.add_argument("--fused", action="store_true", help="also write fused graphs (default: as the source package)")
     p.add_argument("--force", action="store_true", help="replace an existing package at --out")

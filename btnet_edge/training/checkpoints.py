@@ -1,4 +1,4 @@
-"""Resumable training state: state dicts and plain values only, read back with ``weights_only=True``.
+"""Resumable training state: state dicts and plain values in a pickle-free file (state_file.py).
 
 A checkpoint holds the trained part of each branch, the optimizer, the AMP scaler, the
 sampler's random state and the loss history, so ``--resume`` continues the step count
@@ -7,42 +7,37 @@ exactly; it refuses a checkpoint made for other branches or another trunk.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import CheckpointError
+from .state_file import load_state, save_state
 
 if TYPE_CHECKING:  # no import cycle at run time
     from .data import BatchSampler
     from .distill import BranchDistiller
 
 CHECKPOINT_FORMAT = "btnet-edge-branch-training"
-CHECKPOINT_NAME = "last.pt"
+CHECKPOINT_NAME = "last.npz"
 
 
 def save_checkpoint(path: Path, distiller: BranchDistiller, sampler: BatchSampler, step: int, total: int,
                     history: list, meta: dict) -> None:
-    """State dicts and plain values only (loadable with weights_only=True); written atomically."""
+    """State dicts and plain values only, no pickle; written atomically."""
     torch = distiller.torch
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": CHECKPOINT_FORMAT, "step": step, "total_steps": total, "meta": meta,
                "branches": distiller.branch_states(), "optimizer": distiller.optimizer.state_dict(),
                "scaler": distiller.scaler.state_dict(), "sampler": sampler.state(),
                "torch_rng": torch.get_rng_state(), "history": history}
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    save_state(path, payload, torch)
 
 
 def load_checkpoint(path: Path, distiller: BranchDistiller, sampler: BatchSampler,
                     meta: dict) -> tuple[int, list, dict]:
     """Restore a run; refuses a checkpoint of other branches or another trunk. Returns (step, history, meta)."""
     torch = distiller.torch
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for a damaged or foreign file
-        raise CheckpointError(f"cannot read checkpoint {path} ({exc}); delete it or drop --resume") from None
+    payload = load_state(path, torch)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a train-branches checkpoint")
     for key in ("resolutions", "trunk_sha256"):
