@@ -191,6 +191,13 @@ def test_bad_frames_are_refused_clearly(recognizer, bad):
         recognizer.get(bad)
 
 
+def test_a_1x1_face_is_refused_with_the_expected_shape(recognizer):
+    with pytest.raises(InputImageError, match=r"\(14, 14, 3\) uint8 BGR crops, found \(1, 1, 3\)"):
+        recognizer.embed(np.zeros((1, 1, 3), np.uint8), 14)
+    with pytest.raises(InputImageError, match="uint8"):
+        recognizer.embed(np.zeros((2, 14, 14, 3), np.float32), 14)
+
+
 def test_cli_run_on_an_unreadable_file_exits_nonzero(mfn_package, tmp_path, capsys):
     bad = tmp_path / "broken.jpg"
     bad.write_text("this is not an image")

@@ -171,8 +171,9 @@ class Recognizer:
         for r, crops in groups.items():
             stack = np.stack(crops) if len(crops) else np.zeros((0, r, r, 3), np.uint8)
             if stack.dtype != np.uint8 or stack.shape[1:] != (r, r, 3):
-                raise InputImageError(f"faces for {r} px should be ({r}, {r}, 3) uint8, found {stack.shape[1:]} "
-                                      f"{stack.dtype}")
+                raise InputImageError(f"faces for the {r} px branch should be ({r}, {r}, 3) uint8 BGR crops, found "
+                                      f"{stack.shape[1:]} {stack.dtype}; align them to {r} px first "
+                                      "(btnet_edge.pipeline.align.align_face)")
             if flip:
                 stack = np.concatenate([stack, stack[:, :, ::-1]])
             batches[r] = preprocess(stack, self.manifest.preprocess, r)
