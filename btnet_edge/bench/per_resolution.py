@@ -139,7 +139,7 @@ def check_request(package: ModelPackage, resolutions: Sequence[int], batches: Se
         if list(modes) == ["fused"]:
             raise ConfigError(f"package {package.folder} has no fused graphs for {missing} px; export it with "
                               "`btnet-edge export ... --fused`, or use --mode shared")
-        log.warning("package has no fused graphs for %s px (export with --fused): fused rows skipped", missing)
+        log.info("no fused graphs for %s px in the package (export with --fused for them): shared rows only", missing)
         return [m for m in modes if m != "fused"]
     return list(modes)
 
