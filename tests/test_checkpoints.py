@@ -109,6 +109,12 @@ def test_wrong_architecture_names_the_right_one(tmp_path):
         build_btnet("r34", (14,), tmp_path / "r18.pth", {})
 
 
+def test_mobilefacenet_weights_given_for_an_iresnet_name_the_right_arch(tmp_path):
+    torch.save(create_trunk("mobilefacenet").state_dict(), tmp_path / "mfn.pt")
+    with pytest.raises(CheckpointError, match="--arch mobilefacenet"):
+        build_btnet("test_btnet", (14,), tmp_path / "mfn.pt", {})
+
+
 def test_branch_for_a_missing_resolution_is_refused(authors_files, tmp_path, capsys):
     folder, files = authors_files
     code = main(["export", "--arch", "test_btnet", "--trunk", str(folder / "model.pt"), "--resolutions", "14",

@@ -56,6 +56,8 @@ def load_state_dict_file(path: str | Path) -> dict[str, Any]:
 
 
 def _depth_hint(keys: list[str]) -> str:
+    if any(k.startswith("dw_conv.") for k in keys) and any(k.startswith("gdconv.") for k in keys):
+        return " The file looks like MobileFaceNet (dw_conv, gdconv): try --arch mobilefacenet."
     depths: dict[int, int] = {}
     for key in keys:
         match = re.match(r"layer(\d)\.(\d+)\.", key)
