@@ -29,11 +29,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--feature-weight", type=float, default=1.0, help="weight of the implant-point MSE (default 1)")
     p.add_argument("--embedding-weight", type=float, default=1.0, help="weight of the embedding MSE (default 1)")
-    p.add_argument("--cosine-weight", type=float, default=0.0,
-                   help="weight of 1 - cosine between the branch path's and the trunk's embeddings (default 0)")
-    p.add_argument("--train-part", choices=("all", "strided"), default="all",
-                   help="train the whole branch (default) or only its stem and the blocks whose stride differs "
-                        "from the trunk's (the rest keeps the trunk's weights; BN statistics still adapt)")
     p.add_argument("--mixup", type=float, default=0.0,
                    help="share of training faces blended with another face (more distinct inputs for the teacher "
                         "when faces are few; default 0)")
@@ -70,7 +65,6 @@ def run(args: argparse.Namespace) -> int:
         resolutions=parse_resolutions(args.resolutions) if args.resolutions else None,
         epochs=args.epochs, steps=args.steps, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
         weight_decay=args.weight_decay, feature_weight=args.feature_weight, embedding_weight=args.embedding_weight,
-        cosine_weight=args.cosine_weight, train_part=args.train_part,
         init=args.init, device=args.device, amp=not args.no_amp, threads=args.threads, seed=args.seed,
         val_share=args.val_share, augmentation=Augmentation(mixup_p=args.mixup),
         checkpoints=args.checkpoints or args.out.with_name(args.out.name + ".ckpt"), save_every=args.save_every,

@@ -46,8 +46,6 @@ class TrainOptions:
     weight_decay: float = 5e-4
     feature_weight: float = 1.0
     embedding_weight: float = 1.0
-    cosine_weight: float = 0.0  # weight of 1 - cos(branch-path embedding, trunk embedding); 0: the authors' loss
-    train_part: str = "all"  # "all": the whole branch; "strided": stem + blocks whose stride differs from the trunk's
     init: str = "trunk"  # "trunk": branches start from the trunk's weights; "package": from the package's branches
     device: str = "auto"
     amp: bool = True
@@ -88,11 +86,9 @@ class BranchDistiller:
             raise ConfigError(f"init should be 'trunk' or 'package', found {options.init!r}")
         net.to(self.device)
         self.freeze_trunk()
-        if options.train_part not in ("all", "strided"):
-            raise ConfigError(f"train_part should be 'all' or 'strided', found {options.train_part!r}")
         self.params: dict[int, list] = {}
         for r in self.resolutions:
-            own = set(net.branch_keys(r) if options.train_part == "all" else trainable_keys(net, r))
+            own = set(net.branch_keys(r))
             named = list(net.branch(r).named_parameters())
             for name, p in named:
                 p.requires_grad_(name in own)
@@ -141,7 +137,7 @@ class BranchDistiller:
                 student = self.net.run_trunk_from(r, feature)
                 out[r] = {"feature": functional.mse_loss(feature.float(), targets[r].float()),
                           "embedding": functional.mse_loss(student.float(), embedding.float()),
-                          "cosine": functional.cosine_similarity(student.float(), embedding.float()).mean()}
+                          "cosine": functional.cosine_similarity(student.float().detach(), embedding.float()).mean()}
         return out
 
     def evaluate(self, faces_112: np.ndarray, batch_size: int = 64) -> dict[str, float]:
@@ -167,7 +163,7 @@ class BranchDistiller:
             group["lr"] = lr
         values = self.losses(faces_112)
         total = sum(self.options.feature_weight * v["feature"] + self.options.embedding_weight * v["embedding"]
-                    + self.options.cosine_weight * (1.0 - v["cosine"]) for v in values.values())
+                    for v in values.values())
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self.scaler.unscale_(self.optimizer)
@@ -192,20 +188,6 @@ class BranchDistiller:
             state = self.net.branch(r).state_dict()
             state.update(states[str(r)])
             self.net.branch(r).load_state_dict(state, strict=True)
-
-
-def trainable_keys(net, resolution: int) -> list[str]:
-    """Parameter keys of the stem and of the blocks whose conv strides differ from the trunk's (``train_part
-    'strided'``); the other blocks keep their initial weights, their BN statistics still follow the r px input."""
-    torch = require("torch", extra="train")
-    branch, trunk = net.branch(resolution), net.trunk
-    keep = []
-    for index in range(net.implant_index(resolution) + 1):
-        strides = [[m.stride for m in u.module.modules() if isinstance(m, torch.nn.Conv2d)]
-                   for u in (branch.units[index], trunk.units[index])]
-        if index == 0 or strides[0] != strides[1]:
-            keep.append(index)
-    return [k for i in keep for k in branch.unit_keys(i, i + 1)]
 
 
 def _floats(values: dict[int, dict[str, object]]) -> dict[str, float]:
@@ -291,9 +273,7 @@ def train(net, faces: FaceSet, spec, options: TrainOptions, meta: dict) -> dict:
     after = distiller.evaluate(held_out.faces) if len(held_out) else {}
     record = {
         "method": "distillation from the frozen trunk: MSE at the implant point + MSE of embeddings",
-        "loss_weights": {"feature": options.feature_weight, "embedding": options.embedding_weight,
-                         "cosine": options.cosine_weight},
-        "train_part": options.train_part,
+        "loss_weights": {"feature": options.feature_weight, "embedding": options.embedding_weight},
         "margin_loss": "not used (needs labels and the trunk's classifier)",
         **{k: v for k, v in meta.items() if k not in ("validation_before", "curve")},
         "init": options.init, "faces": len(faces), "images": len(set(faces.sources)), "steps": total,
