@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .eval_pairs import add_eval_runtime_options
-from .options import recognizer_from_args, write_json
+from .options import add_eval_runtime_options, recognizer_from_args, write_json
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -5,14 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import add_backend_options, add_detector_options, parse_resolutions, recognizer_from_args, write_json
-
-
-def add_eval_runtime_options(parser: argparse.ArgumentParser) -> None:
-    """Backend and detector options (no dispatch: evaluation picks the resolution itself)."""
-    add_backend_options(parser)
-    add_detector_options(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+from .options import add_eval_runtime_options, parse_resolutions, recognizer_from_args, write_json
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

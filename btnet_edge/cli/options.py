@@ -62,6 +62,13 @@ def add_detector_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-side", type=int, help="cap on the long side of a frame for detection (px)")
 
 
+def add_eval_runtime_options(parser: argparse.ArgumentParser) -> None:
+    """Backend and detector options for evaluation (no dispatch: evaluation picks the resolution itself)."""
+    add_backend_options(parser)
+    add_detector_options(parser)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def add_dispatch_options(parser: argparse.ArgumentParser) -> None:
     from ..pipeline.dispatch import INDICATORS, ROUNDINGS
 

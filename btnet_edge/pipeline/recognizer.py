@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -54,7 +54,7 @@ class StageTimes:
     frames: int = 0
 
     def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("detect", "align", "branches", "trunk", "gallery", "total", "frames")}
+        return asdict(self)
 
 
 class Recognizer:
