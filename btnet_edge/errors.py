@@ -48,3 +48,7 @@ class GalleryError(BtnetError):
 
 class ConfigError(BtnetError):
     """An option value (dispatch policy, target file, resolution list) is invalid."""
+
+
+class ServeError(BtnetError):
+    """The face server refused a request, failed, or did not answer in time; the message says which."""

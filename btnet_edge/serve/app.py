@@ -1,0 +1,177 @@
+"""The Ray Serve application: a front-end deployment (HTTP ingress) and a batching embedder deployment.
+
+Front-end replicas decode, detect and align each request; the embedder merges the
+faces of many requests with ``@serve.batch`` so each branch and the trunk run once for
+all of them. ``app_builder`` is the import path for Ray Serve config files
+(``serve run`` / ``serve deploy``); ``start``/``stop`` run it from Python or the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Mapping
+
+from .._deps import require
+from ..errors import ServeError
+from .config import ServeConfig
+from .protocol import FACES_PATH, HEALTH_PATH, STATS_PATH
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "btnet"
+HEALTH_CHECK_PERIOD_S = 2.0
+HEALTH_CHECK_TIMEOUT_S = 10.0
+
+
+def _serve():
+    require("ray", extra="serve")
+    return require("ray.serve", extra="serve")
+
+
+def build_app(config: ServeConfig):
+    """The bound application (front-end -> embedder) for ``serve.run``."""
+    serve = _serve()
+    wait_s = config.batch_wait_ms / 1000.0
+
+    class Embedder:
+        """Holds the package's graphs; one batch of requests at a time."""
+
+        def __init__(self, settings: dict) -> None:
+            from ..package.loader import load_package
+            from .embedder import BatchEmbedder
+
+            cfg = ServeConfig.from_dict(settings)
+            self.core = BatchEmbedder(load_package(cfg.package), threads=cfg.threads)
+
+        @serve.batch(max_batch_size=config.max_batch_requests, batch_wait_timeout_s=wait_s)
+        async def embed(self, requests: list[dict]) -> list[dict]:
+            return await asyncio.to_thread(self.core.embed_many, requests)
+
+        def stats(self) -> dict:
+            return self.core.stats()
+
+    class FrontEndDeployment:
+        """HTTP ingress: limits, errors as 4xx/5xx JSON, and the per-request pipeline in worker threads."""
+
+        def __init__(self, embedder, settings: dict) -> None:
+            from .frontend import FrontEnd
+
+            self.config = ServeConfig.from_dict(settings)
+            self.embedder = embedder
+            self.pool = ThreadPoolExecutor(self.config.frontend_threads, thread_name_prefix="btnet-frontend")
+            self.core = FrontEnd(self.config, self._embed)
+
+        def _embed(self, groups: dict) -> dict:
+            """Blocking call from a worker thread; failures of the embedder become 503/504, never a hang."""
+            from ray.exceptions import RayError
+
+            from .frontend import HttpError
+
+            try:
+                return self.embedder.embed.remote(groups).result(timeout_s=self.config.embed_timeout_s)
+            except TimeoutError:
+                raise HttpError(504, f"the embedder did not answer within {self.config.embed_timeout_s:g} s "
+                                     "(overloaded or restarting); retry") from None
+            except RayError as exc:
+                raise HttpError(503, f"the embedder replica failed ({type(exc).__name__}); Ray restarts it: "
+                                     "retry in a few seconds") from None
+
+        async def __call__(self, request) -> Any:
+            from starlette.responses import JSONResponse
+
+            from .frontend import HttpError
+
+            path = request.url.path.rstrip("/") or "/"
+            try:
+                if path == HEALTH_PATH:
+                    return JSONResponse({"status": "ok", "package": self.core.package.manifest.name,
+                                         "resolutions": self.core.package.manifest.resolutions})
+                if path == STATS_PATH:
+                    stats = await asyncio.wait_for(self.embedder.stats.remote(), self.config.embed_timeout_s)
+                    return JSONResponse(stats)
+                if path != FACES_PATH:
+                    raise HttpError(404, f"no endpoint {path}; POST images to {FACES_PATH}, GET {HEALTH_PATH} "
+                                         f"or {STATS_PATH}")
+                if request.method != "POST":
+                    raise HttpError(405, f"{FACES_PATH} takes POST with the bytes of an encoded image")
+                body = await _read_limited(request, self.config.max_request_bytes)
+                loop = asyncio.get_running_loop()
+                return JSONResponse(await loop.run_in_executor(self.pool, self.core.process, body))
+            except HttpError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=exc.status)
+            except asyncio.TimeoutError:
+                return JSONResponse({"error": "the embedder did not answer in time; retry"}, status_code=504)
+            except Exception as exc:  # the client gets a message, the log keeps the traceback
+                log.exception("request failed")
+                return JSONResponse({"error": f"server error: {type(exc).__name__}: {exc}"}, status_code=500)
+
+    common = {"health_check_period_s": HEALTH_CHECK_PERIOD_S, "health_check_timeout_s": HEALTH_CHECK_TIMEOUT_S,
+              "ray_actor_options": {"num_cpus": config.replica_cpus}}
+    embedder = serve.deployment(Embedder, name="Embedder", num_replicas=config.embedders,
+                                max_ongoing_requests=4 * config.max_batch_requests, **common)
+    frontend = serve.deployment(FrontEndDeployment, name="FrontEnd", num_replicas=config.frontends,
+                                max_ongoing_requests=4 * config.frontend_threads, **common)
+    settings = config.to_dict()
+    return frontend.bind(embedder.bind(settings), settings)
+
+
+async def _read_limited(request, limit: int) -> bytes:
+    from .frontend import HttpError
+
+    declared = request.headers.get("content-length")
+    too_big = f"over the limit of {limit} bytes; send a smaller image or start the server with a larger --max-request-mb"
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise HttpError(413, f"request of {declared} bytes is {too_big}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HttpError(413, f"request body is {too_big}")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def app_builder(args: Mapping[str, Any]):
+    """Entry point for Ray Serve config files: ``import_path: btnet_edge.serve.app:app_builder``."""
+    return build_app(ServeConfig.from_dict(dict(args)))
+
+
+def start(config: ServeConfig, address: str | None = None, num_cpus: int | None = None) -> str:
+    """Start (or join, with ``address``) Ray, bind HTTP to ``config.host``, deploy; return the base URL."""
+    ray = require("ray", extra="serve")
+    serve = _serve()
+    if not ray.is_initialized():
+        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        if address:
+            options["address"] = address
+        elif num_cpus:
+            options["num_cpus"] = num_cpus
+        ray.init(**options)
+    serve.start(http_options={"host": config.host, "port": config.port,
+                              "request_timeout_s": config.request_timeout_s})
+    try:
+        serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)
+    except Exception as exc:  # a replica that cannot start (bad package, gallery) fails the deployment
+        stop()
+        raise ServeError(f"the face server did not start: {exc}") from None
+    log.info("serving %s at %s", config.package, config.url)
+    return config.url
+
+
+def stop() -> None:
+    """Shut Serve and the Ray session this process started."""
+    ray = require("ray", extra="serve")
+    serve = _serve()
+    if ray.is_initialized():
+        serve.shutdown()
+        ray.shutdown()
+
+
+def replica_actors(deployment: str = "Embedder") -> list:
+    """Handles of the live replicas of ``deployment`` (the load test kills one to show what clients see)."""
+    ray = require("ray", extra="serve")
+    prefix = f"SERVE_REPLICA::{APP_NAME}#{deployment}#"
+    named = ray.util.list_named_actors(all_namespaces=True)
+    return [ray.get_actor(a["name"], namespace=a["namespace"]) for a in named if a["name"].startswith(prefix)]

@@ -1,0 +1,79 @@
+"""Python client of the face API: ``FaceClient(url).get(frame)`` returns Face objects, like ``Recognizer.get``.
+
+Standard library HTTP only (no Ray, no requests), so a camera box needs nothing but
+numpy and OpenCV. Every call has a timeout: a dead or stuck server is an error, never a hang.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.error
+import urllib.request
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..errors import ServeError
+from ..pipeline.face import Face
+from ..pipeline.image import check_bgr_image
+from .protocol import DEFAULT_HOST, DEFAULT_PORT, FACES_PATH, HEALTH_PATH, STATS_PATH, face_from_wire
+
+DEFAULT_TIMEOUT_S = 30.0
+JPEG_QUALITY = 95
+
+
+class FaceClient:
+    """Talks to ``btnet-edge serve``. ``timeout_s`` bounds each request (connect and answer)."""
+
+    def __init__(self, url: str = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}", timeout_s: float = DEFAULT_TIMEOUT_S,
+                 encoding: str = ".jpg") -> None:
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.encoding = encoding
+
+    def get(self, image: np.ndarray) -> list[Face]:
+        """Faces of one BGR uint8 frame (encoded as ``encoding`` for the wire)."""
+        frame = check_bgr_image(image)
+        params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if self.encoding == ".jpg" else []
+        ok, data = cv2.imencode(self.encoding, frame, params)
+        if not ok:
+            raise ServeError(f"OpenCV cannot encode the frame as {self.encoding}; pass encoding='.png' or '.jpg'")
+        return self.get_encoded(data.tobytes())
+
+    def get_encoded(self, data: bytes) -> list[Face]:
+        """Faces of an already encoded image (the bytes of a JPEG/PNG file)."""
+        answer = self._call("POST", FACES_PATH, data)
+        return [face_from_wire(f) for f in answer["faces"]]
+
+    def health(self) -> dict[str, Any]:
+        return self._call("GET", HEALTH_PATH)
+
+    def stats(self) -> dict[str, Any]:
+        """Embedder counters: graph runs and faces per branch run (the cross-request batching)."""
+        return self._call("GET", STATS_PATH)
+
+    def _call(self, method: str, path: str, body: bytes | None = None) -> dict[str, Any]:
+        request = urllib.request.Request(self.url + path, data=body, method=method,
+                                         headers={"Content-Type": "application/octet-stream"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            raise ServeError(f"{self.url}{path}: HTTP {exc.code}: {_message(exc)}") from None
+        except (socket.timeout, TimeoutError):
+            raise ServeError(f"{self.url}{path}: no answer within {self.timeout_s:g} s; the server is overloaded or "
+                             "a replica is restarting: retry, or raise timeout_s") from None
+        except (urllib.error.URLError, ConnectionError, OSError) as exc:
+            raise ServeError(f"{self.url}{path}: cannot reach the server ({exc}); start it with "
+                             "`btnet-edge serve PKG` or check the URL") from None
+        except json.JSONDecodeError as exc:
+            raise ServeError(f"{self.url}{path}: the answer is not JSON ({exc}); is this a btnet-edge server?") from None
+
+
+def _message(exc: urllib.error.HTTPError) -> str:
+    try:
+        return json.loads(exc.read()).get("error", "")
+    except (ValueError, AttributeError, OSError):
+        return exc.reason or ""

@@ -1,0 +1,68 @@
+"""Settings of the face server: one frozen dataclass, built from CLI options or a Ray Serve config file's ``args``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+from ..errors import ConfigError
+from .protocol import DEFAULT_HOST, DEFAULT_PORT
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """What ``btnet-edge serve`` runs. Sizes carry their units in their names."""
+
+    package: str
+    gallery: str | None = None  # SQLite gallery, opened read-only-in-spirit by every front-end thread
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    frontends: int = 1  # replicas that decode, detect and align (per request)
+    frontend_threads: int = 2  # concurrent requests per front-end replica
+    embedders: int = 1  # replicas that batch faces across requests through branches and trunk
+    max_batch_requests: int = 16  # requests merged into one embedder batch
+    batch_wait_ms: float = 5.0  # how long the embedder waits to fill a batch
+    max_request_mb: float = 16.0  # encoded image size limit (HTTP 413 above)
+    max_image_mpx: float = 40.0  # decoded image size limit in megapixels (HTTP 413 above)
+    embed_timeout_s: float = 20.0  # front-end -> embedder; a lost replica becomes HTTP 503/504, not a hang
+    request_timeout_s: float = 60.0  # HTTP proxy limit for a whole request
+    replica_cpus: float = 0.5  # Ray CPUs reserved per replica (small: fits a 2-core machine)
+    threads: int = 1  # ONNX Runtime intra-op threads per session
+    detector: str | None = None
+    detector_kind: str | None = None
+    det_threshold: float | None = None
+    max_side: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("frontends", "frontend_threads", "embedders", "max_batch_requests", "port"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < (0 if name == "port" else 1):
+                raise ConfigError(f"serve setting {name} should be a positive integer, found {getattr(self, name)!r}")
+        for name in ("batch_wait_ms", "max_request_mb", "max_image_mpx", "embed_timeout_s", "request_timeout_s",
+                     "replica_cpus"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value < 0 or (value == 0 and name != "batch_wait_ms"
+                                                                    and name != "replica_cpus"):
+                raise ConfigError(f"serve setting {name} should be a positive number, found {value!r}")
+
+    @property
+    def max_request_bytes(self) -> int:
+        return int(self.max_request_mb * 1024 * 1024)
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ServeConfig":
+        """From a config file's ``args``: unknown keys are an error naming the known ones."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown serve settings {unknown}; known: {sorted(known)}")
+        if "package" not in data:
+            raise ConfigError("serve settings need 'package': the model package folder")
+        return cls(**data)

@@ -1,0 +1,122 @@
+"""Per-request work of the face server: check and decode the image, detect, align; embedding is remote.
+
+:class:`FrontEnd` runs a Recognizer whose runner is a :class:`RemoteRunner`: detection,
+dispatch, alignment, preprocessing and gallery search happen here, per request, and the
+preprocessed faces go to the batching embedder. Each worker thread has its own Recognizer
+(own detector session and own SQLite connection to the gallery). No Ray here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable, Mapping
+
+import cv2
+import numpy as np
+
+from ..errors import BtnetError, InputImageError
+from ..package.loader import ModelPackage, load_package
+from ..pipeline.recognizer import Recognizer
+from .config import ServeConfig
+from .protocol import face_to_wire
+
+log = logging.getLogger(__name__)
+
+EmbedCall = Callable[[dict[int, np.ndarray]], Mapping[int, np.ndarray]]
+
+
+class HttpError(BtnetError):
+    """A request the server answers with ``status`` and a message saying what to do."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RemoteRunner:
+    """Stands in for PackageRunner inside the front-end's Recognizer: ``embed`` is a call to the embedder."""
+
+    def __init__(self, call: EmbedCall) -> None:
+        self._call = call
+        self.branch_s = 0.0  # the Recognizer reads these stage timers; remote time is not split per stage
+        self.trunk_s = 0.0
+
+    def embed(self, groups: Mapping[int, np.ndarray]) -> dict[int, np.ndarray]:
+        answer = self._call({int(r): np.ascontiguousarray(b, np.float32) for r, b in groups.items()})
+        return {r: answer[r] for r in groups}
+
+    def close(self) -> None:
+        """The embedder belongs to the server, not to this Recognizer."""
+
+
+def decode_image(body: bytes, max_bytes: int, max_pixels: float) -> np.ndarray:
+    """BGR uint8 frame from the encoded bytes of a request, or HttpError 400/413 saying what to send."""
+    if not body:
+        raise HttpError(400, "empty body: POST the bytes of an encoded image (JPEG, PNG, ...)")
+    if len(body) > max_bytes:
+        raise HttpError(413, f"request of {len(body)} bytes is over the limit of {max_bytes} bytes; "
+                             "send a smaller or more compressed image, or start the server with a larger --max-request-mb")
+    frame = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
+    if frame is None or frame.size == 0:
+        raise HttpError(400, f"the {len(body)} bytes are not an image OpenCV can decode; POST the bytes of a "
+                             "JPEG/PNG/BMP/WebP file")
+    if frame.shape[0] * frame.shape[1] > max_pixels:
+        raise HttpError(413, f"image of {frame.shape[1]}x{frame.shape[0]} px is over the limit of "
+                             f"{max_pixels / 1e6:g} Mpx; send a smaller frame or raise --max-image-mpx")
+    return frame
+
+
+class FrontEnd:
+    """Decodes, detects and aligns one request at a time per thread; ``embed`` is the batching embedder."""
+
+    def __init__(self, config: ServeConfig, embed: EmbedCall, package: ModelPackage | None = None) -> None:
+        self.config = config
+        self.package = package or load_package(config.package)
+        self._embed = embed
+        self._local = threading.local()
+        self._made: list[Recognizer] = []
+        self._lock = threading.Lock()
+
+    def process(self, body: bytes) -> dict[str, Any]:
+        """JSON answer for one encoded image."""
+        frame = decode_image(body, self.config.max_request_bytes, self.config.max_image_mpx * 1e6)
+        try:
+            faces = self._recognizer().get(frame)
+        except InputImageError as exc:
+            raise HttpError(400, str(exc)) from None
+        return {"width": int(frame.shape[1]), "height": int(frame.shape[0]),
+                "faces": [face_to_wire(f) for f in faces]}
+
+    def _recognizer(self) -> Recognizer:
+        rec = getattr(self._local, "recognizer", None)
+        if rec is None:
+            rec = self._local.recognizer = self._make_recognizer()
+        return rec
+
+    def _make_recognizer(self) -> Recognizer:
+        from ..cli.options import gallery_model_id
+        from ..pipeline.detect import create_detector
+        from ..pipeline.gallery import Gallery
+
+        c = self.config
+        options = {k: v for k, v in (("score_threshold", c.det_threshold), ("max_side", c.max_side)) if v is not None}
+        detector = create_detector(c.detector, kind=c.detector_kind, threads=c.threads, **options)
+        gallery = None
+        if c.gallery:  # one SQLite connection per thread: sqlite3 connections are not shared across threads
+            manifest = self.package.manifest
+            gallery = Gallery(c.gallery, embedding_size=manifest.embedding_size, create=False,
+                              model_id=gallery_model_id(manifest))
+        rec = Recognizer(self.package, detector=detector, gallery=gallery, threads=c.threads)
+        rec.runner = RemoteRunner(self._embed)  # graphs run in the embedder; this Recognizer never loads them
+        with self._lock:
+            self._made.append(rec)
+        return rec
+
+    def close(self) -> None:
+        with self._lock:
+            for rec in self._made:
+                rec.close()
+                if rec.gallery is not None:
+                    rec.gallery.close()
+            self._made.clear()
