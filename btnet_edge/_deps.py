@@ -24,6 +24,7 @@ _HINTS = {
     "cuda": 'pip install "btnet-edge[trt]"  (cuda-python, for device memory)',
     "pycuda": "pip install pycuda  (needs the CUDA toolkit to compile)",
     "matplotlib": 'pip install "btnet-edge[plot]"',
+    "ray": 'pip install "btnet-edge[serve]"  (Ray Serve)',
 }
 
 

@@ -23,6 +23,9 @@ SUBCOMMANDS = {
     "eval-ident": "eval_ident",
     "train-branches": "train_branches",
     "bench": "bench",
+    "serve": "serve",
+    "bench-serve": "bench_serve",
+    "export-triton": "export_triton",
 }
 
 log = logging.getLogger("btnet_edge")
