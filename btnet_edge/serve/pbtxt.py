@@ -54,8 +54,10 @@ def parse_pbtxt(text: str) -> dict[str, list]:
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
-            if text[pos:].strip() == "":
+            rest = text[pos:].lstrip()
+            if not rest:
                 break
+            pos = len(text) - len(rest)
             raise ConfigError(f"config.pbtxt: cannot read {text[pos:pos + 20]!r} at offset {pos}")
         pos = m.end()
         if m.group(1):
