@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 from pathlib import Path
-
-log = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

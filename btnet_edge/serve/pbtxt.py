@@ -64,7 +64,7 @@ def parse_pbtxt(text: str) -> dict[str, list]:
             continue
         kind = "str" if m.group(2) else "punct" if m.group(3) else "ident" if m.group(4) else "num"
         tokens.append((kind, m.group(m.lastindex), pos))
-    message, index = _message(tokens, 0, closing=None)
+    message, _ = _message(tokens, 0, closing=None)
     return message
 
 
