@@ -219,3 +219,19 @@ def test_write_config_makes_a_serve_config_file(tiny_package, tmp_path):
     application = config["applications"][0]
     assert application["import_path"] == "btnet_edge.serve.app:app_builder"
     assert ServeConfig.from_dict(application["args"]).embedders == 3
+
+
+def test_bench_serve_on_the_running_server(server, tiny_package, gallery_path, tmp_path, capsys):
+    from btnet_edge.cli.main import main
+
+    out = tmp_path / "load.json"
+    code = main(["bench-serve", str(tiny_package), "--url", server, "--gallery", str(gallery_path), "--images",
+                 str(SCENES / "t1.jpg"), "--scales", "100,15", "--clients", "2", "--frames", "3", "--kill-replica",
+                 "--timeout-s", str(TIMEOUT_S), "--json", str(out), "--quiet"])
+    report = json.loads(out.read_text())
+    assert code == 0  # nothing wrong, nothing lost
+    load = report["load"]
+    assert (load["sent"], load["ok"], load["wrong"], load["lost"]) == (6, 6, 0, 0)
+    assert load["batching"]["graphs"]["trunk"]["faces"] == 3 * 6 + 3 * 6  # 6 faces per frame, 6 frames
+    assert report["in_process"]["frames"] == 6 and report["kill"]["lost"] == 0 and report["kill"]["wrong"] == 0
+    assert "faces/run" in capsys.readouterr().out

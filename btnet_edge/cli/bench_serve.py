@@ -32,6 +32,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--frontends", type=int, default=1)
     p.add_argument("--frontend-threads", type=int, default=4)
     p.add_argument("--batch-wait-ms", type=float, default=10.0)
+    p.add_argument("--gallery", type=Path, help="gallery the server and the reference identify against")
+    p.add_argument("--url", help="load-test this running server instead of starting one (its package and "
+                                 "gallery must be the ones given here; --kill-replica joins its Ray cluster)")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
     p.add_argument("--timeout-s", type=float, default=30.0, help="client timeout per request")
@@ -65,20 +68,26 @@ def run(args: argparse.Namespace) -> int:
     total = args.clients * args.frames
     order = [(c * args.frames + i) % len(frames) for c in range(args.clients) for i in range(args.frames)]
 
-    with Recognizer(args.package) as rec:  # the reference answers, and the in-process baseline timing
-        reference = [rec.get(img) for img in decoded]
-        t0 = time.perf_counter()
-        latencies = []
-        for index in tqdm(order, desc="in-process", unit="frame", disable=args.quiet):
-            t = time.perf_counter()
-            rec.get(decoded[index])
-            latencies.append(time.perf_counter() - t)
-        baseline = latency_summary(latencies, total, time.perf_counter() - t0)
+    gallery = _open_gallery(args)
+    try:
+        with Recognizer(args.package, gallery=gallery) as rec:  # the reference answers and the in-process baseline
+            reference = [rec.get(img) for img in decoded]
+            t0 = time.perf_counter()
+            latencies = []
+            for index in tqdm(order, desc="in-process", unit="frame", disable=args.quiet):
+                t = time.perf_counter()
+                rec.get(decoded[index])
+                latencies.append(time.perf_counter() - t)
+            baseline = latency_summary(latencies, total, time.perf_counter() - t0)
+    finally:
+        if gallery is not None:
+            gallery.close()
 
     config = ServeConfig(package=str(args.package.resolve()), port=args.port, embedders=args.embedders,
                          frontends=args.frontends, frontend_threads=args.frontend_threads,
-                         batch_wait_ms=args.batch_wait_ms, max_batch_requests=max(args.clients, 1))
-    url = app.start(config, num_cpus=args.num_cpus)
+                         batch_wait_ms=args.batch_wait_ms, max_batch_requests=max(args.clients, 1),
+                         gallery=str(args.gallery.resolve()) if args.gallery else None)
+    url = args.url or app.start(config, num_cpus=args.num_cpus)
     rounds = {}
     try:
         client = FaceClient(url, timeout_s=args.timeout_s)
@@ -89,27 +98,46 @@ def run(args: argparse.Namespace) -> int:
             loaded = run_load(client.get_encoded, frames, reference, args.clients, args.frames, progress=bar)
         rounds["load"] = {**summarize(loaded), "batching": _delta(before, client.stats())}
         if args.kill_replica:
-            def kill() -> None:
-                ray = require("ray", extra="serve")
-                for actor in app.replica_actors("Embedder")[:1]:
-                    ray.kill(actor, no_restart=False)
-                    log.info("killed an embedder replica")
-
             with tqdm(total=total, desc="served, replica killed", unit="frame", disable=args.quiet) as bar:
-                killed = run_load(client.get_encoded, frames, reference, args.clients, args.frames, kill=kill,
-                                  progress=bar)
+                killed = run_load(client.get_encoded, frames, reference, args.clients, args.frames,
+                                  kill=_kill_embedder, progress=bar)
             rounds["kill"] = summarize(killed)
     finally:
-        app.stop()
+        if not args.url:
+            app.stop()
 
     document = {"package": str(args.package), "clients": args.clients, "frames_per_client": args.frames,
-                "unique_frames": len(frames), "scales": scales, "server": config.to_dict(),
+                "unique_frames": len(frames), "scales": scales, "server": {"url": url} if args.url else config.to_dict(),
                 "in_process": baseline, **rounds}
     print(_report(document))
     if args.json:
         write_json(document, args.json)
     bad = sum(r.get("wrong", 0) + r.get("lost", 0) for r in rounds.values())
     return 1 if bad else 0
+
+
+def _open_gallery(args: argparse.Namespace):
+    if args.gallery is None:
+        return None
+    from ..package.loader import read_manifest
+    from ..pipeline.gallery import Gallery
+    from .options import gallery_model_id
+
+    manifest = read_manifest(args.package)
+    return Gallery(args.gallery, embedding_size=manifest.embedding_size, create=False,
+                   model_id=gallery_model_id(manifest))
+
+
+def _kill_embedder() -> None:
+    """Kill one embedder replica (Ray restarts it), joining the server's Ray cluster when started elsewhere."""
+    from ..serve import app
+
+    ray = require("ray", extra="serve")
+    if not ray.is_initialized():
+        ray.init(address="auto", log_to_driver=False)
+    for actor in app.replica_actors("Embedder")[:1]:
+        ray.kill(actor, no_restart=False)
+        log.info("killed an embedder replica")
 
 
 def _delta(before: dict, after: dict) -> dict:
