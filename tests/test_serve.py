@@ -208,6 +208,15 @@ def test_without_ray_the_cli_names_the_extra(tiny_package):
     assert "btnet-edge[serve]" in result.stderr
 
 
+def test_a_missing_gallery_fails_before_any_replica_starts(tiny_package, tmp_path, capsys):
+    from btnet_edge.cli.main import main
+
+    pytest.importorskip("ray", reason="ray[serve] not installed (btnet-edge[serve], in the dev extra)")
+    assert main(["serve", str(tiny_package), "--gallery", str(tmp_path / "none.db"), "--port", "8613"]) == 1
+    assert "no gallery there" in capsys.readouterr().err
+    assert not (tmp_path / "none.db").exists()
+
+
 def test_write_config_makes_a_serve_config_file(tiny_package, tmp_path):
     from btnet_edge.cli.main import main
     from btnet_edge.serve.config import ServeConfig

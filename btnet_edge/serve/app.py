@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Mapping
 
 from .._deps import require
@@ -138,10 +139,26 @@ def app_builder(args: Mapping[str, Any]):
     return build_app(ServeConfig.from_dict(dict(args)))
 
 
+def preflight(config: ServeConfig) -> None:
+    """Fail here, with the package's or gallery's own message, rather than as a replica that keeps dying."""
+    from ..cli.options import gallery_model_id
+    from ..package.loader import load_package
+    from ..pipeline.gallery import Gallery
+
+    manifest = load_package(config.package).manifest  # sha256 of every file checked
+    if config.gallery:
+        Gallery(config.gallery, embedding_size=manifest.embedding_size, create=False,
+                model_id=gallery_model_id(manifest)).close()
+    if config.detector and not Path(config.detector).is_file():
+        raise ServeError(f"detector {config.detector} does not exist; pass an SCRFD/YuNet ONNX file or leave "
+                         "--detector out for the bundled RetinaFace")
+
+
 def start(config: ServeConfig, address: str | None = None, num_cpus: int | None = None) -> str:
     """Start (or join, with ``address``) Ray, bind HTTP to ``config.host``, deploy; return the base URL."""
     ray = require("ray", extra="serve")
     serve = _serve()
+    preflight(config)
     if not ray.is_initialized():
         options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
         if address:
