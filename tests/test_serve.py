@@ -235,7 +235,8 @@ def test_bench_serve_on_the_running_server(server, tiny_package, gallery_path, t
 
     out = tmp_path / "load.json"
     code = main(["bench-serve", str(tiny_package), "--url", server, "--gallery", str(gallery_path), "--images",
-                 str(SCENES / "t1.jpg"), "--scales", "100,15", "--clients", "2", "--frames", "3", "--kill-replica",
+                 str(SCENES / "t1.jpg"), "--scales", "100,15", "--clients", "2", "--frames", "3",
+                 "--kill-replica", "frontend",
                  "--timeout-s", str(TIMEOUT_S), "--json", str(out), "--quiet"])
     report = json.loads(out.read_text())
     assert code == 0  # nothing wrong, nothing lost

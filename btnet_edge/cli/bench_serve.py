@@ -38,7 +38,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
     p.add_argument("--timeout-s", type=float, default=30.0, help="client timeout per request")
-    p.add_argument("--kill-replica", action="store_true", help="second round: kill an embedder replica mid-load")
+    p.add_argument("--kill-replica", nargs="?", const="embedder", choices=("embedder", "frontend"),
+                   help="second round: kill a replica of this deployment mid-load (default: the embedder)")
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         if args.kill_replica:
             with tqdm(total=total, desc="served, replica killed", unit="frame", disable=args.quiet) as bar:
                 killed = run_load(client.get_encoded, frames, reference, args.clients, args.frames,
-                                  kill=_kill_embedder, progress=bar)
+                                  kill=lambda: _kill_replica(args.kill_replica), progress=bar)
             rounds["kill"] = summarize(killed)
     finally:
         if not args.url:
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
 
     document = {"package": str(args.package), "clients": args.clients, "frames_per_client": args.frames,
                 "unique_frames": len(frames), "scales": scales, "server": {"url": url} if args.url else config.to_dict(),
-                "in_process": baseline, **rounds}
+                "in_process": baseline, "killed": args.kill_replica, **rounds}
     print(_report(document))
     if args.json:
         write_json(document, args.json)
@@ -128,16 +129,16 @@ def _open_gallery(args: argparse.Namespace):
                    model_id=gallery_model_id(manifest))
 
 
-def _kill_embedder() -> None:
-    """Kill one embedder replica (Ray restarts it), joining the server's Ray cluster when started elsewhere."""
+def _kill_replica(which: str) -> None:
+    """Kill one replica (Ray restarts it), joining the server's Ray cluster when started elsewhere."""
     from ..serve import app
 
     ray = require("ray", extra="serve")
     if not ray.is_initialized():
         ray.init(address="auto", log_to_driver=False)
-    for actor in app.replica_actors("Embedder")[:1]:
+    for actor in app.replica_actors({"embedder": "Embedder", "frontend": "FrontEnd"}[which])[:1]:
         ray.kill(actor, no_restart=False)
-        log.info("killed an embedder replica")
+        log.info("killed a %s replica", which)
 
 
 def _delta(before: dict, after: dict) -> dict:
@@ -158,7 +159,8 @@ def _report(doc: dict) -> str:
     header = ("path", "frames", "frames/s", "p50 ms", "p99 ms", "ok", "wrong", "errors", "lost")
     lines = [("in-process Recognizer", str(doc["in_process"]["frames"]), f"{doc['in_process']['frames_per_s']:.1f}",
               f"{doc['in_process']['p50_ms']:.1f}", f"{doc['in_process']['p99_ms']:.1f}", "-", "-", "-", "-")]
-    for name, label in (("load", f"served, {doc['clients']} clients"), ("kill", "served, replica killed")):
+    for name, label in (("load", f"served, {doc['clients']} clients"),
+                        ("kill", f"served, {doc.get('killed')} replica killed")):
         r = doc.get(name)
         if r:
             lines.append((label, str(r["sent"]), f"{r['frames_per_s']:.1f}", _ms(r["p50_ms"]), _ms(r["p99_ms"]),
@@ -172,7 +174,7 @@ def _report(doc: dict) -> str:
                        for n, g in batching["graphs"].items()]))
     if "kill" in doc and "kill" in doc["kill"]:
         k = doc["kill"]["kill"]
-        out.append(f"\nreplica killed at {k['at_s']} s: {k['errors_after_kill']} requests got an error "
+        out.append(f"\n{doc['killed']} replica killed at {k['at_s']} s: {k['errors_after_kill']} requests got an error "
                    f"(slowest error after {k['slowest_error_ms']} ms), back to correct answers after "
                    f"{k['recovered_after_s']} s; messages: {doc['kill']['error_messages']}")
     return "\n".join(out)
