@@ -61,7 +61,10 @@ class FaceClient:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:
-            raise ServeError(f"{self.url}{path}: HTTP {exc.code}: {_message(exc)}") from None
+            message = _message(exc)
+            if exc.code >= 500 and "retry" not in message:  # e.g. the proxy's answer for a replica that died
+                message += "; the server or one of its replicas failed: retry"
+            raise ServeError(f"{self.url}{path}: HTTP {exc.code}: {message}") from None
         except (socket.timeout, TimeoutError):
             raise ServeError(f"{self.url}{path}: no answer within {self.timeout_s:g} s; the server is overloaded or "
                              "a replica is restarting: retry, or raise timeout_s") from None
