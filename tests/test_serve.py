@@ -29,11 +29,18 @@ from .conftest import FIXTURES, needs_fixtures
 
 SCENES = FIXTURES / "images" / "scenes"
 OBAMA = FIXTURES / "images" / "people" / "obama" / "obama1.jpg"
-PORT = 8611
 MAX_REQUEST_MB = 1.0
 TIMEOUT_S = 20.0
 
 pytestmark = [pytest.mark.serve, pytest.mark.fixtures, needs_fixtures(SCENES / "t1.jpg", OBAMA)]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _jpeg(img: np.ndarray) -> bytes:
@@ -71,7 +78,7 @@ def server(tiny_package, gallery_path):
     from btnet_edge.serve import app
     from btnet_edge.serve.config import ServeConfig
 
-    config = ServeConfig(package=str(tiny_package), gallery=str(gallery_path), port=PORT, frontend_threads=4,
+    config = ServeConfig(package=str(tiny_package), gallery=str(gallery_path), port=_free_port(), frontend_threads=4,
                          max_batch_requests=4, batch_wait_ms=50, max_request_mb=MAX_REQUEST_MB, embed_timeout_s=10)
     url = app.start(config, num_cpus=2)
     yield url
