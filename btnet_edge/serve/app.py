@@ -66,7 +66,8 @@ def build_app(config: ServeConfig):
 
         def _embed(self, groups: dict) -> dict:
             """Blocking call from a worker thread; failures of the embedder become 503/504, never a hang."""
-            from ray.exceptions import RayError
+            from ray.exceptions import RayError, RayTaskError
+            from ray.serve.exceptions import RayServeException
 
             from .frontend import HttpError
 
@@ -75,7 +76,10 @@ def build_app(config: ServeConfig):
             except TimeoutError:
                 raise HttpError(504, f"the embedder did not answer within {self.config.embed_timeout_s:g} s "
                                      "(overloaded or restarting); retry") from None
-            except RayError as exc:
+            except RayTaskError as exc:  # the embedder raised: its message, not "replica failed"
+                cause = getattr(exc, "cause", None) or exc
+                raise HttpError(500, f"the embedder failed on this request: {type(cause).__name__}: {cause}") from None
+            except (RayError, RayServeException) as exc:  # died, unavailable, back-pressure
                 raise HttpError(503, f"the embedder replica failed ({type(exc).__name__}); Ray restarts it: "
                                      "retry in a few seconds") from None
 
