@@ -53,6 +53,10 @@ def build_app(config: ServeConfig):
         def stats(self) -> dict:
             return self.core.stats()
 
+        def __del__(self) -> None:  # Serve calls it when the replica shuts down
+            if hasattr(self, "core"):  # absent when __init__ failed
+                self.core.close()
+
     class FrontEndDeployment:
         """HTTP ingress: limits, errors as 4xx/5xx JSON, and the per-request pipeline in worker threads."""
 
@@ -63,6 +67,11 @@ def build_app(config: ServeConfig):
             self.embedder = embedder
             self.pool = ThreadPoolExecutor(self.config.frontend_threads, thread_name_prefix="btnet-frontend")
             self.core = FrontEnd(self.config, self._embed)
+
+        def __del__(self) -> None:  # Serve calls it when the replica shuts down
+            if hasattr(self, "core"):  # absent when __init__ failed
+                self.pool.shutdown(wait=False, cancel_futures=True)
+                self.core.close()
 
         def _embed(self, groups: dict) -> dict:
             """Blocking call from a worker thread; failures of the embedder become 503/504, never a hang."""
