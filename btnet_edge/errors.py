@@ -48,3 +48,11 @@ class GalleryError(BtnetError):
 
 class ConfigError(BtnetError):
     """An option value (dispatch policy, target file, resolution list) is invalid."""
+
+
+class OutputError(BtnetError):
+    """An output cannot be written, or writing it would replace something that is not ours."""
+
+
+class ImageTooLargeError(InputImageError):
+    """An image has more pixels than the limit (a decompression bomb?); the message names the limit to raise."""

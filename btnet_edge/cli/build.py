@@ -62,8 +62,9 @@ def _emit(destination: str | None, data: dict[str, Any]) -> None:
     if destination == "-":
         sys.stdout.write(text)
     else:
-        Path(destination).parent.mkdir(parents=True, exist_ok=True)
-        Path(destination).write_text(text)
+        from ..safe_io import atomic_write_text
+
+        atomic_write_text(destination, text, "--json")
 
 
 def run(args: argparse.Namespace) -> int:
