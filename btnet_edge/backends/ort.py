@@ -27,7 +27,7 @@ def ort_providers(device: str = "cpu") -> list[str]:
         if "CUDAExecutionProvider" not in available:
             raise BackendError(
                 f"ONNX Runtime has no CUDA provider here (available: {', '.join(available)}); "
-                "install onnxruntime-gpu or use device='cpu'"
+                "install onnxruntime-gpu, or run on the CPU (--device cpu; device='cpu' in the API)"
             )
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     raise BackendError(f"unknown device {device!r} for ONNX Runtime; use 'cpu' or 'cuda'")

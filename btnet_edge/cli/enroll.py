@@ -32,6 +32,12 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline.image import read_image
     from ..pipeline.recognizer import main_face
 
+    from ..errors import GalleryError
+
+    if not args.name.strip():
+        raise GalleryError("--name is empty; give the person's name, e.g. --name \"Ada Lovelace\"")
+    if args.gallery.is_dir():
+        raise GalleryError(f"--gallery {args.gallery} is a folder; give a database file, e.g. {args.gallery / 'gallery.db'}")
     recognizer = recognizer_from_args(args)
     manifest = recognizer.manifest
     embeddings, resolutions, sources, missing = [], [], [], []

@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay, feature_weight=args.feature_weight, embedding_weight=args.embedding_weight,
         init=args.init, device=args.device, amp=not args.no_amp, threads=args.threads, seed=args.seed,
         val_share=args.val_share, augmentation=Augmentation(mixup_p=args.mixup),
-        checkpoints=args.checkpoints or args.out.with_name(args.out.name + ".ckpt"), save_every=args.save_every,
+        checkpoints=args.checkpoints or args.out.resolve().with_name(args.out.resolve().name + ".ckpt"),
+        save_every=args.save_every,
         resume=args.resume, progress=not args.quiet,
     )
     summary = train_and_export(args.package, args.images, args.out, options, min_face_px=args.min_face_px,

@@ -6,6 +6,7 @@ failed export leaves any existing package untouched.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shutil
@@ -183,7 +184,8 @@ def export_package(net, options: ExportOptions, weights: str, import_report: Map
             opset=OPSET,
             extra=extra,
         )
-        manifest_from_json(manifest.to_json())  # the validator every load runs: never write what cannot load
+        # the validator every load runs: never write a package that cannot load
+        manifest_from_json(json.loads(json.dumps(manifest.to_json())))
         write_manifest(manifest, staging)
         staging.chmod(0o755)
         replace_folder(staging, out)
