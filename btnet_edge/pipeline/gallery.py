@@ -335,8 +335,10 @@ class Gallery:
         if self._index is not None and version == self._version:
             return self._index
         index = self._index
-        if index is None or self._query("SELECT COUNT(*) FROM embeddings WHERE id <= ?",
-                                        (index.max_row_id,))[0][0] != index.rows:
+        if index is not None:  # COUNT(*) reads the small identity index; the range count reads new rows only
+            total = self._query("SELECT COUNT(*) FROM embeddings")[0][0]
+            new = self._query("SELECT COUNT(*) FROM embeddings WHERE id > ?", (index.max_row_id,))[0][0]
+        if index is None or total - new != index.rows:
             index = EmbeddingIndex(self.embedding_size, self._matrix_dtype)  # first load, or rows were removed
         added = self._read_rows(index)
         index.regroup()

@@ -57,8 +57,8 @@ class EmbeddingIndex:
         if not n:
             return
         need = self.rows + n
-        if need > len(self._matrix):  # grow by doubling: appends cost amortised O(new rows)
-            capacity = max(need, 2 * len(self._matrix), 1024)
+        if need > len(self._matrix):  # grow with 1/8 headroom: a few later enrolments need no copy
+            capacity = max(need + need // 8, 1024)
             self._matrix = _grown(self._matrix, capacity)
             self._row_ids = _grown(self._row_ids, capacity)
             self._identity = _grown(self._identity, capacity)
