@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from .._deps import require
-from ..errors import CheckpointError, ConfigError, PackageError
+from ..errors import CheckpointError, ConfigError
 from .checkpoints import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .data import Augmentation, BatchSampler, FaceSet, network_inputs
 
