@@ -22,7 +22,7 @@ from ..pipeline.gallery import Gallery
 log = logging.getLogger(__name__)
 
 HEADER = ("dtype", "embeddings", "dim", "matrix MB", "RSS growth MB", "first load s", "query ms",
-          "reload after 1 enrol ms", "rows read", "full reload s", "top-1 correct")
+          "query after 1 enrol ms", "rows read", "full reload s", "top-1 correct")
 TARGET_PREFIX = "bench-target-"
 PROBE_NOISE = 0.8  # probe = target + this much noise (norms 1 each): cosine to its target about 0.78
 

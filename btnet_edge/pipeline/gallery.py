@@ -88,7 +88,6 @@ class Gallery:
         self.rows_loaded = 0  # embeddings read from the file so far: an incremental reload reads only new ones
         self._index: EmbeddingIndex | None = None
         self._matrix_dtype = matrix_dtype
-        self._names: dict[int, str] = {}
         self._version: int | None = None
         self._default_threshold = DEFAULT_THRESHOLD
         self._thresholds: dict[int, float] = {}
@@ -303,12 +302,20 @@ class Gallery:
         k = min(top_k, scores.shape[1])
         best = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else \
             np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
-        results = []
-        for i, row in enumerate(best):
-            row = sorted(row, key=lambda j: (-scores[i, j], j))
-            kept = [Match(self._names[ids[j]], float(scores[i, j]), ids[j]) for j in row]
-            results.append([m for m in kept if m.score >= limits[i]])
-        return results
+        chosen = [[j for j in sorted(row, key=lambda j: (-scores[i, j], j)) if scores[i, j] >= limits[i]]
+                  for i, row in enumerate(best)]
+        names = self._names_of({ids[j] for row in chosen for j in row})
+        return [[Match(names[ids[j]], float(scores[i, j]), ids[j]) for j in row if ids[j] in names]
+                for i, row in enumerate(chosen)]
+
+    def _names_of(self, identity_ids: set[int]) -> dict[int, str]:
+        """Names of the matched identities only, read now: renames by any process show at once."""
+        wanted, names = sorted(identity_ids), {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            names.update(self._query(f"SELECT id, name FROM identities WHERE id IN ({marks})", chunk))
+        return names
 
     def names(self) -> list[str]:
         return [row[0] for row in self._query("SELECT name FROM identities ORDER BY name")]
@@ -342,7 +349,6 @@ class Gallery:
             index = EmbeddingIndex(self.embedding_size, self._matrix_dtype)  # first load, or rows were removed
         added = self._read_rows(index)
         index.regroup()
-        self._names = dict(self._query("SELECT id, name FROM identities"))
         self._read_thresholds()
         self._index, self._version = index, version
         self.cache_loads += 1
