@@ -36,26 +36,24 @@ def parse_triple(text: str) -> tuple[float, float, float]:
     return values  # type: ignore[return-value]
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (batch sizes, strides, frame counts)."""
+def _whole_number(text: str, minimum: int, example: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number like 1 or 16, found {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, found {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a whole number like {example}, found {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least {minimum}, found {text!r}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (batch sizes, strides, frame counts)."""
+    return _whole_number(text, 1, "1 or 16")
 
 
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0 (thread counts, where 0 means "the backend decides")."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number like 0 or 4, found {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, found {text!r}")
-    return value
+    return _whole_number(text, 0, "0 or 4")
 
 
 def positive_float(text: str) -> float:

@@ -171,6 +171,10 @@ class Gallery:
                                "file was edited by hand or damaged: re-enroll into a new gallery")
         self.embedding_size = int(size)
         self.model_id = meta.get("model_id")
+        self.check_model(embedding_size, model_id)
+
+    def check_model(self, embedding_size: int | None, model_id: str | None) -> None:
+        """Refuse a model whose embeddings this gallery cannot compare (None: not checked)."""
         advice = "embeddings of different models cannot be compared: use another gallery or re-enroll"
         if embedding_size is not None and embedding_size != self.embedding_size:
             raise GalleryError(f"{self.path}: gallery holds {self.embedding_size}-d embeddings, the model gives "

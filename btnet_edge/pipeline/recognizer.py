@@ -15,9 +15,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, GalleryError, InputImageError
+from ..errors import ConfigError, InputImageError
 from ..package.loader import ModelPackage, load_package
-from ..package.manifest import DispatchPolicy, Manifest, model_id
+from ..package.manifest import DispatchPolicy, model_id
 from .align import align_face, crop_box
 from .detect import Detection, FaceDetector, create_detector
 from .dispatch import INDICATORS, ROUNDINGS, choose_resolution, face_size
@@ -39,22 +39,6 @@ def main_face(faces: Sequence[Face]) -> Face | None:
         return None
     best = max(f.det_score for f in faces)
     return max((f for f in faces if f.det_score >= CONFIDENT_SHARE * best), key=lambda f: f.face_size)
-
-
-def check_gallery_model(gallery, manifest: Manifest) -> None:
-    """A gallery holds embeddings of one model: refuse one enrolled with another (as the CLI does)."""
-    if gallery is None:
-        return
-    expected = model_id(manifest)
-    advice = "embeddings of different models cannot be compared: use another gallery or re-enroll"
-    if gallery.embedding_size != manifest.embedding_size:
-        raise GalleryError(f"{gallery.path}: gallery holds {gallery.embedding_size}-d embeddings, the model gives "
-                           f"{manifest.embedding_size}-d; {advice}")
-    if gallery.model_id is None:
-        log.warning("%s: gallery records no model id; cannot check it matches %s", gallery.path, expected)
-    elif gallery.model_id != expected:
-        raise GalleryError(f"{gallery.path}: gallery was enrolled with model {gallery.model_id!r}, not {expected!r}; "
-                           f"{advice}")
 
 
 @dataclass
@@ -96,7 +80,8 @@ class Recognizer:
         if align not in ALIGN_MODES:
             raise ConfigError(f"align should be one of {ALIGN_MODES}, found {align!r}")
         self.align_mode = align
-        check_gallery_model(gallery, self.manifest)
+        if gallery is not None:  # a gallery holds one model's embeddings: refuse another's, as the CLI does
+            gallery.check_model(self.manifest.embedding_size, model_id(self.manifest))
         self.runner = PackageRunner(self.package, backend_factory(self.package, backend, device, threads, fp16, engines))
         if isinstance(detector, FaceDetector):
             self.detector = detector
