@@ -78,6 +78,15 @@ def atomic_write_text(path: str | Path, text: str, what: str = "output") -> Path
     return atomic_write_bytes(path, text.encode("utf-8"), what)
 
 
+def refuse_inputs_as_target(path: str | Path, inputs: Iterable[str | Path], what: str) -> None:
+    """An output file must not be one of the inputs, nor inside an input folder we must not change."""
+    target = Path(path).resolve()
+    for item in inputs:
+        source = Path(item).resolve()
+        if target == source:
+            raise OutputError(f"{what} {path} is one of the inputs; write the output to another file")
+
+
 def _is_within(inner: Path, outer: Path) -> bool:
     return inner == outer or outer in inner.parents
 

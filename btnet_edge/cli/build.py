@@ -81,16 +81,18 @@ def _run(args: argparse.Namespace, scratch: Path | None, kept: bool) -> int:
     from ..engines.plan import plan_engines
     from ..engines.targets import load_target
     from ..package.loader import read_manifest
+    from ..errors import OutputError
     from ..safe_io import check_file_target
 
     if args.json not in (None, "-"):
         check_file_target(args.json, "--json")
+        if (args.package / Path(args.json).name).resolve() == Path(args.json).resolve():
+            raise OutputError(f"--json {args.json} is inside the package {args.package}; write the plan elsewhere "
+                              "(a package's files are checked by hash)")
     target = load_target(args.target)
     features, simulated = _features(args)  # a real build fails here, before any work, without TensorRT
     out = scratch or _out_dir(args, read_manifest(args.package).name, target.name)
     if out.exists() and not out.is_dir():
-        from ..errors import OutputError
-
         raise OutputError(f"--out {out} is a file; give a folder for the engines (it is created)")
     plan = plan_engines(args.package, target, features, out, simulated=simulated)
     quiet_stdout = args.json == "-"

@@ -40,11 +40,12 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline.draw import draw_faces
     from ..pipeline.gallery import Gallery
     from ..pipeline.sources import count_frames, expand_inputs, iter_frames
-    from ..safe_io import check_file_target
+    from ..safe_io import check_file_target, refuse_inputs_as_target
     from .drawn import DrawnOutputs
 
     if args.json is not None and str(args.json) != "-":
         check_file_target(args.json, "--json")
+        refuse_inputs_as_target(args.json, [*args.inputs, args.package], "--json")
     drawn = DrawnOutputs(args.draw, args.inputs, args.force) if args.draw else None
     gallery = None
     if args.gallery is not None:
