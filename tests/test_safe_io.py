@@ -114,3 +114,16 @@ def test_unique_paths():
     taken: set[Path] = set()
     names = [unique_path(Path("d") / "a.jpg", taken) for _ in range(3)]
     assert [p.name for p in names] == ["a.jpg", "a-2.jpg", "a-3.jpg"]
+
+
+def test_build_dry_run_writes_nothing_without_out(tiny_package, tmp_path, monkeypatch, capsys):
+    from btnet_edge.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["build", str(tiny_package), "--target", "desktop-fp16", "--dry-run", "--trt-version", "8.6"]) == 0
+    assert "no file kept" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []
+    out = tmp_path / "engines"
+    assert main(["build", str(tiny_package), "--target", "desktop-fp16", "--dry-run", "--trt-version", "8.6",
+                 "--out", str(out)]) == 0
+    assert sorted(p.suffix for p in out.iterdir()) and all(p.suffix == ".onnx" for p in out.iterdir())
