@@ -34,3 +34,10 @@ def test_every_bad_input_is_handled_cleanly_and_loses_nothing(tiny_package, tmp_
     assert sum(r["files_lost"] for r in rows) == 0
     assert tool.summary(rows) == {"tried": len(rows), "handled_cleanly": len(rows), "files_lost": 0}
     assert len(rows) >= 70
+
+
+def test_the_harness_counts_a_lost_file(tiny_package, tmp_path):
+    """A command that does overwrite a user's file (a previous results file, by design) is counted."""
+    rows = _tool().run_all(tiny_package, tmp_path / "work",
+                           [("overwrite", "run {PKG} {W}/photos --json {W}/results.json --quiet")])
+    assert [(r["exit"], r["clean"], r["files_lost"]) for r in rows] == [(0, False, 1)]

@@ -85,11 +85,11 @@ def make_world(package: Path, work: Path) -> dict[str, Path]:
     return {"photos": photos, **paths}
 
 
-def cases(package: Path, work: Path) -> list[tuple[str, str]]:
+def cases(package: Path, work: Path, lines: list[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
     """(label, command line) pairs; {PKG}, {W} (the work folder) and tampered package paths are filled in."""
     t = {name: work / "tampered" / name for name in ("opset_words", "std_nan", "flip_string", "huge_resolution",
                                                       "negative_embedding", "int_for_list", "swapped_trunk")}
-    lines = [
+    lines = lines or [
         ("run: stride 0", "run {PKG} {W}/photos --stride 0"),
         ("run: negative max-frames", "run {PKG} {W}/photos --max-frames -1"),
         ("run: --json is a folder", "run {PKG} {W}/photos --json {W}/photos"),
@@ -191,15 +191,15 @@ def clean(code: int, stderr: str, command: str) -> bool:
     return code not in (0, -1) and len(errors) == 1 and "Traceback" not in stderr and "internal error" not in stderr
 
 
-def run_all(package: Path, work: Path) -> list[dict]:
-    """Every case in ``work`` (made here) against ``package``: one row per case."""
+def run_all(package: Path, work: Path, lines: list[tuple[str, str]] | None = None) -> list[dict]:
+    """Every case (or ``lines``) in ``work`` (made here) against ``package``: one row per case."""
     make_world(package, work)
     (work / "photos_drawn_clash").mkdir()
     (work / "photos_drawn_clash" / "p0.jpg").write_bytes(b"someone else's drawing")
     guarded = [package, work]
     rows = []
     with contextlib.chdir(work / "cwd"):
-        for label, line in cases(package, work):
+        for label, line in cases(package, work, lines):
             before = {str(g): _snapshot(g) for g in guarded}
             code, stderr = run_case(line)
             lost = sum(1 for g in guarded for name, data in before[str(g)].items()
