@@ -33,7 +33,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--flip-tta", choices=("on", "off"), help="override flip test-time augmentation")
     p.add_argument("--indicator", choices=INDICATORS, default="max", help="default dispatch size indicator")
     p.add_argument("--rounding", choices=ROUNDINGS, default="ceil", help="default dispatch rounding")
-    p.add_argument("--force", action="store_true", help="replace an existing package at --out")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing package at --out (never a folder without manifest.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 

@@ -48,7 +48,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint folder's last.npz")
     p.add_argument("--name", help="name of the new package (default: SOURCE.distilled)")
     p.add_argument("--fused", action="store_true", help="also write fused graphs (default: as the source package)")
-    p.add_argument("--force", action="store_true", help="replace an existing package at --out")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing package at --out (never a folder without manifest.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
 
