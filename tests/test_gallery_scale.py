@@ -108,3 +108,18 @@ def test_hand_edited_meta_is_a_clear_error(filled):
         conn.execute("UPDATE meta SET value = 'abc' WHERE key = 'embedding_size'")
     with pytest.raises(GalleryError, match="embedding_size is 'abc'"):
         Gallery(path, create=False)
+
+
+def test_reused_row_ids_are_not_mistaken_for_loaded_rows(tmp_path):
+    """SQLite reuses the ids of deleted tail rows: removing the last person and enrolling another is seen."""
+    rng = np.random.default_rng(5)
+    path = tmp_path / "g.db"
+    first, last, newcomer = _unit(rng, 2), _unit(rng, 2), _unit(rng, 2)
+    with Gallery(path, embedding_size=D) as reader, Gallery(path, create=False) as writer:
+        writer.enroll("first", first)
+        writer.enroll("last", last)
+        assert reader.identify(last, threshold=0.99)[0][0].name == "last"
+        writer.remove("last")
+        writer.enroll("newcomer", newcomer)  # takes the row ids (and identity id) "last" had
+        assert [m[0].name if m else None for m in reader.identify(newcomer, threshold=0.99)] == ["newcomer"] * 2
+        assert reader.identify(last, threshold=0.99) == [[], []]

@@ -346,10 +346,7 @@ class Gallery:
         if self._index is not None and version == self._version:
             return self._index
         index = self._index
-        if index is not None:  # COUNT(*) reads the small identity index; the range count reads new rows only
-            total = self._query("SELECT COUNT(*) FROM embeddings")[0][0]
-            new = self._query("SELECT COUNT(*) FROM embeddings WHERE id > ?", (index.max_row_id,))[0][0]
-        if index is None or total - new != index.rows:
+        if index is None or not self._still_holds(index):
             index = EmbeddingIndex(self.embedding_size, self._matrix_dtype)  # first load, or rows were removed
         added = self._read_rows(index)
         index.regroup()
@@ -359,6 +356,19 @@ class Gallery:
         log.debug("%s: read %d new embeddings, %d in memory (%d identities)", self.path, added, index.rows,
                   len(index.identity_ids))
         return index
+
+    def _still_holds(self, index: EmbeddingIndex) -> bool:
+        """No row we loaded was removed or replaced: same count below our last id, same last row."""
+        if not index.rows:
+            return True
+        # COUNT(*) reads the small identity index; the range count reads new rows only
+        total = self._query("SELECT COUNT(*) FROM embeddings")[0][0]
+        new = self._query("SELECT COUNT(*) FROM embeddings WHERE id > ?", (index.max_row_id,))[0][0]
+        last = self._query("SELECT identity_id, vector FROM embeddings WHERE id = ?", (index.max_row_id,))
+        if total - new != index.rows or not last or not isinstance(last[0][1], bytes):
+            return False
+        vector = np.frombuffer(last[0][1], _VECTOR_DTYPE)
+        return len(vector) == self.embedding_size and index.holds_last(last[0][0], vector)
 
     def _read_rows(self, index: EmbeddingIndex) -> int:
         """Append the embeddings with ids above ``index.max_row_id``, streamed in blocks; returns how many."""

@@ -51,6 +51,13 @@ class EmbeddingIndex:
         """Memory held by the matrix and the per-row arrays (capacity included)."""
         return self._matrix.nbytes + self._row_ids.nbytes + self._identity.nbytes + self._order.nbytes
 
+    def holds_last(self, identity_id: int, vector: np.ndarray) -> bool:
+        """Whether the last row held is still (``identity_id``, ``vector``) in the file: SQLite reuses the
+        ids of deleted tail rows, so an id alone does not prove the row is the one we loaded."""
+        n = self.rows
+        return bool(n) and int(self._identity[n - 1]) == identity_id and \
+            np.array_equal(self._matrix[n - 1], vector.astype(self.dtype))
+
     def append(self, row_ids: np.ndarray, identity_ids: np.ndarray, vectors: np.ndarray) -> None:
         """Add rows with ids above every id held (the caller reads ``WHERE id > max_row_id``)."""
         n = len(row_ids)
