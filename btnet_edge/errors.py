@@ -52,3 +52,11 @@ class ConfigError(BtnetError):
 
 class ServeError(BtnetError):
     """The face server refused a request, failed, or did not answer in time; the message says which."""
+
+
+class OutputError(BtnetError):
+    """An output cannot be written, or writing it would replace something that is not ours."""
+
+
+class ImageTooLargeError(InputImageError):
+    """An image has more pixels than the limit (a decompression bomb?); the message names the limit to raise."""

@@ -146,9 +146,9 @@ def test_size_and_model_mismatch(tmp_path: Path) -> None:
 
 
 def test_missing_file_without_create(tmp_path: Path) -> None:
-    with pytest.raises(GalleryError, match="pass create=True"):
+    with pytest.raises(GalleryError, match="no gallery there; check the path, or enroll"):
         Gallery(tmp_path / "none.db", embedding_size=D, create=False)
-    with pytest.raises(GalleryError, match="pass embedding_size"):
+    with pytest.raises(GalleryError, match="no embedding size to create one with"):
         Gallery(tmp_path / "none.db")
     assert list(tmp_path.iterdir()) == []
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -27,7 +27,7 @@ def ort_providers(device: str = "cpu") -> list[str]:
         if "CUDAExecutionProvider" not in available:
             raise BackendError(
                 f"ONNX Runtime has no CUDA provider here (available: {', '.join(available)}); "
-                "install onnxruntime-gpu or use device='cpu'"
+                "install onnxruntime-gpu, or run on the CPU (--device cpu; device='cpu' in the API)"
             )
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     raise BackendError(f"unknown device {device!r} for ONNX Runtime; use 'cpu' or 'cuda'")
@@ -45,7 +45,10 @@ class OrtBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, model_path: str | Path | bytes, device: str = "cpu", threads: int = 0,
-                 providers: Sequence[str] | None = None, spin: bool = False) -> None:
+                 providers: Sequence[str] | None = None, spin: bool = False,
+                 read_model: Callable[[], bytes] | None = None) -> None:
+        # read_model: returns the (verified) model bytes at load time; model_path then only names it.
+        self._read_model = read_model
         self._model_bytes = model_path if isinstance(model_path, bytes) else None
         super().__init__("<in-memory model>" if self._model_bytes is not None else model_path)
         self.device = device
@@ -64,7 +67,10 @@ class OrtBackend(Backend):
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
         providers = self._providers or ort_providers(self.device)
-        source = self._model_bytes if self._model_bytes is not None else str(self.model_path)
+        if self._read_model is not None:
+            source: bytes | str = self._read_model()  # held only while the session is built
+        else:
+            source = self._model_bytes if self._model_bytes is not None else str(self.model_path)
         try:
             self._session = ort.InferenceSession(source, sess_options=options, providers=providers)
         except Exception as exc:  # ONNX Runtime raises its own untyped errors

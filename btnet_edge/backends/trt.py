@@ -20,6 +20,7 @@ import numpy as np
 
 from .._deps import require
 from ..errors import BackendError
+from ..safe_io import atomic_write_bytes
 from .base import Backend, TensorSpec
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class TrtBackend(Backend):
         if self.rebuild and onnx_path and onnx_path.is_file() and sha256_of(onnx_path) == found.onnx_sha256:
             log.info("%s is stale (%s): rebuilding it from %s", self.model_path.name, "; ".join(diffs), onnx_path)
             engine, _ = build_engine(entry, trt=trt)
-            self.model_path.write_bytes(engine)
+            atomic_write_bytes(self.model_path, engine, "engine")
             save_key(self.model_path, expected, entry)
             return dict(expected.settings)
         require_match(self.model_path, expected, found)

@@ -63,8 +63,9 @@ def format_env(env: dict) -> str:
 
 
 def write_json(document: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, indent=2) + "\n")
+    from ..safe_io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(document, indent=2) + "\n", "benchmark JSON")
     log.info("wrote %s", path)
 
 
@@ -100,6 +101,8 @@ def plot_rows(rows: Sequence[Row], path: Path, title: str = "") -> None:
     fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    from ..safe_io import atomic_path
+
+    with atomic_path(path, "plot") as temp:
+        fig.savefig(temp, dpi=120)
     log.info("wrote %s", path)

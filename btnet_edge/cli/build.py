@@ -1,7 +1,8 @@
 """btnet-edge build: TensorRT engines for a model package, from a build target.
 
-``--dry-run`` needs no GPU and no TensorRT: it writes the ONNX files the build
-would parse and prints (or saves with ``--json``) the full plan.
+``--dry-run`` needs no GPU and no TensorRT: it prints (or saves with ``--json``)
+the full plan, and writes the ONNX files the build would parse only when ``--out``
+is given (otherwise they are made in a temp folder and removed).
 """
 
 from __future__ import annotations
@@ -62,18 +63,37 @@ def _emit(destination: str | None, data: dict[str, Any]) -> None:
     if destination == "-":
         sys.stdout.write(text)
     else:
-        Path(destination).parent.mkdir(parents=True, exist_ok=True)
-        Path(destination).write_text(text)
+        from ..safe_io import atomic_write_text
+
+        atomic_write_text(destination, text, "--json")
 
 
 def run(args: argparse.Namespace) -> int:
+    import tempfile
+
+    if args.dry_run and args.out is None:  # a plan writes nothing the user did not ask for
+        with tempfile.TemporaryDirectory(prefix="btnet-dry-run-") as scratch:
+            return _run(args, Path(scratch), kept=False)
+    return _run(args, None, kept=True)
+
+
+def _run(args: argparse.Namespace, scratch: Path | None, kept: bool) -> int:
     from ..engines.plan import plan_engines
     from ..engines.targets import load_target
     from ..package.loader import read_manifest
+    from ..errors import OutputError
+    from ..safe_io import check_file_target
 
+    if args.json not in (None, "-"):
+        check_file_target(args.json, "--json")
+        if (args.package / Path(args.json).name).resolve() == Path(args.json).resolve():
+            raise OutputError(f"--json {args.json} is inside the package {args.package}; write the plan elsewhere "
+                              "(a package's files are checked by hash)")
     target = load_target(args.target)
     features, simulated = _features(args)  # a real build fails here, before any work, without TensorRT
-    out = _out_dir(args, read_manifest(args.package).name, target.name)
+    out = scratch or _out_dir(args, read_manifest(args.package).name, target.name)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file; give a folder for the engines (it is created)")
     plan = plan_engines(args.package, target, features, out, simulated=simulated)
     quiet_stdout = args.json == "-"
     say = (lambda line: print(line, file=sys.stderr, flush=True)) if quiet_stdout else \
@@ -87,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
         say(f"  {entry['name']:<22} {Path(entry['onnx']).name:<30} batch min/opt/max {shapes}")
     if args.dry_run:
         _emit(args.json, plan)
-        say("dry run: nothing built" + (f"; plan written to {args.json}" if args.json not in (None, "-") else ""))
+        say("dry run: nothing built" + ("" if kept else " and no file kept (pass --out to keep the ONNX inputs)")
+            + (f"; plan written to {args.json}" if args.json not in (None, "-") else ""))
         return 0
     from ..engines.builder import build_all
 

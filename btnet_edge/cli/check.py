@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from ..engines.check import DEFAULT_MIN_MEAN_COSINE
+from .options import positive_int
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("package", type=Path, help="model package folder")
     p.add_argument("--engines", type=Path, required=True, help="engine folder written by btnet-edge build")
     p.add_argument("--faces", type=Path, help="folder of face photos (centre crops are used), searched recursively")
-    p.add_argument("--samples", type=int, default=16, help="random inputs per resolution (default 16)")
+    p.add_argument("--samples", type=positive_int, default=16, help="random inputs per resolution (default 16)")
     p.add_argument("--threshold", type=float, default=DEFAULT_MIN_MEAN_COSINE,
                    help=f"minimum mean cosine per resolution (default {DEFAULT_MIN_MEAN_COSINE})")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")

@@ -27,13 +27,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..package.loader import read_manifest
     from ..pipeline.gallery import Gallery
     from ..pipeline.sources import expand_inputs
     from ..pipeline.image import read_image
     from ..pipeline.recognizer import main_face
 
+    from ..errors import GalleryError
+
+    if not args.name.strip():
+        raise GalleryError("--name is empty; give the person's name, e.g. --name \"Ada Lovelace\"")
+    if args.gallery.is_dir():
+        raise GalleryError(f"--gallery {args.gallery} is a folder; give a database file, e.g. {args.gallery / 'gallery.db'}")
+    manifest = read_manifest(args.package)
+    if args.gallery.exists():  # another model's gallery is refused before the (slow) detection
+        Gallery(args.gallery, embedding_size=manifest.embedding_size, create=False,
+                model_id=gallery_model_id(manifest)).close()
     recognizer = recognizer_from_args(args)
-    manifest = recognizer.manifest
     embeddings, resolutions, sources, missing = [], [], [], []
     for path in expand_inputs(args.images):
         face = main_face(recognizer.get(read_image(path)))

@@ -33,7 +33,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--flip-tta", choices=("on", "off"), help="override flip test-time augmentation")
     p.add_argument("--indicator", choices=INDICATORS, default="max", help="default dispatch size indicator")
     p.add_argument("--rounding", choices=ROUNDINGS, default="ceil", help="default dispatch rounding")
-    p.add_argument("--force", action="store_true", help="replace an existing package at --out")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing package at --out (never a folder without manifest.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -43,18 +44,20 @@ def run(args: argparse.Namespace) -> int:
 
     require("torch", extra="export")
     require("onnx", extra="export")
-    from ..export.package_writer import ExportOptions, build_btnet, export_package
+    from ..export.package_writer import ExportOptions, build_btnet, check_export_options, export_package
     from ..package.manifest import DispatchPolicy
 
     resolutions = parse_resolutions(args.resolutions)
     branches = dict(args.branch)
-    net, weights, report = build_btnet(args.arch, resolutions, args.trunk, branches, seed=args.seed)
     options = ExportOptions(
         out=args.out, fused=args.fused, parity=not args.no_parity, seed=args.seed, name=args.name,
         color_order=args.color_order, mean=args.mean, std=args.std,
         flip_tta=None if args.flip_tta is None else args.flip_tta == "on",
         dispatch=DispatchPolicy(args.indicator, args.rounding), force=args.force, progress=not args.quiet,
+        inputs=tuple(Path(p) for p in (args.trunk, *branches.values()) if p is not None),
     )
+    check_export_options(options)  # before the (slow) model build, and before anything is written
+    net, weights, report = build_btnet(args.arch, resolutions, args.trunk, branches, seed=args.seed)
     manifest = export_package(net, options, weights, report)
     summary = {"package": str(args.out), "name": manifest.name, "weights": manifest.weights,
                "files": sorted(manifest.files), "parity": manifest.extra.get("parity", {})}

@@ -26,6 +26,7 @@ SUBCOMMANDS = {
     "serve": "serve",
     "bench-serve": "bench_serve",
     "export-triton": "export_triton",
+    "bench-gallery": "bench_gallery",
 }
 
 log = logging.getLogger("btnet_edge")
@@ -64,6 +65,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"btnet-edge {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a file the user named: missing, unreadable, full disk
+        if args.verbose:
+            log.exception("failed")
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"btnet-edge {args.command}: error: {exc.strerror or exc}{where}; check the path, its permissions "
+              "and the free space", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug of ours: one line, the traceback with --verbose
+        if args.verbose:
+            log.exception("failed")
+        print(f"btnet-edge {args.command}: internal error: {type(exc).__name__}: {exc}; rerun with --verbose for "
+              "the traceback and report it", file=sys.stderr)
+        return 70
 
 
 if __name__ == "__main__":  # python -m btnet_edge.cli.main

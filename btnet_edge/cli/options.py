@@ -36,6 +36,37 @@ def parse_triple(text: str) -> tuple[float, float, float]:
     return values  # type: ignore[return-value]
 
 
+def _whole_number(text: str, minimum: int, example: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number like {example}, found {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least {minimum}, found {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (batch sizes, strides, frame counts)."""
+    return _whole_number(text, 1, "1 or 16")
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (thread counts, where 0 means "the backend decides")."""
+    return _whole_number(text, 0, "0 or 4")
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (learning rates, seconds)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number like 0.003, found {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number above 0, found {text!r}")
+    return value
+
+
 def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     """Backend, detector and dispatch options shared by run and enroll."""
     add_backend_options(parser)
@@ -49,7 +80,7 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("backend")
     group.add_argument("--backend", choices=BACKENDS, default="auto", help="auto = ONNX Runtime (default)")
     group.add_argument("--device", default="cpu", help="cpu or cuda (ONNX Runtime CUDA provider, PyTorch CUDA)")
-    group.add_argument("--threads", type=int, default=0, help="intra-op threads (0: the backend decides)")
+    group.add_argument("--threads", type=non_negative_int, default=0, help="intra-op threads (0: the backend decides)")
     group.add_argument("--engines", help="folder of TensorRT engines (backend tensorrt)")
 
 
@@ -59,7 +90,7 @@ def add_detector_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--detector-kind", choices=("retinaface", "scrfd", "yunet"),
                        help="family of --detector when its file name does not say")
     group.add_argument("--det-threshold", type=float, help="detection score threshold")
-    group.add_argument("--max-side", type=int, help="cap on the long side of a frame for detection (px)")
+    group.add_argument("--max-side", type=positive_int, help="cap on the long side of a frame for detection (px)")
 
 
 def add_eval_runtime_options(parser: argparse.ArgumentParser) -> None:
@@ -94,9 +125,11 @@ def recognizer_from_args(args: argparse.Namespace, gallery=None):
 
 
 def write_json(document: dict, target) -> None:
-    """JSON to the path ``target``, or to stdout for '-'; nothing for None."""
+    """JSON to the path ``target`` (temp name, then rename: an old file survives a failed write), or to
+    stdout for '-'; nothing for None."""
     import json
-    from pathlib import Path
+
+    from ..safe_io import atomic_write_text
 
     if target is None:
         return
@@ -104,10 +137,11 @@ def write_json(document: dict, target) -> None:
     if str(target) == "-":
         print(text)
         return
-    Path(target).parent.mkdir(parents=True, exist_ok=True)
-    Path(target).write_text(text + "\n")
+    atomic_write_text(target, text + "\n", "JSON output")
 
 
 def gallery_model_id(manifest) -> str:
     """Galleries are tied to the trunk: embeddings of another trunk are not comparable."""
-    return f"{manifest.architecture}:trunk-sha256:{manifest.files[manifest.trunk.file][:16]}"
+    from ..package.manifest import model_id
+
+    return model_id(manifest)

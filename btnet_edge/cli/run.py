@@ -1,14 +1,18 @@
-"""btnet-edge run: recognize faces in images, folders, videos or a camera; JSON and annotated output."""
+"""btnet-edge run: recognize faces in images, folders, videos or a camera; JSON and annotated output.
+
+Work survives bad inputs: every readable input is processed, each unreadable one is
+reported (stderr and the JSON's ``errors``) and the exit status is non-zero at the
+end; on Ctrl-C or a failure the results so far are still written.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from pathlib import Path
 
-import cv2
-
-from .options import add_runtime_options, gallery_model_id, recognizer_from_args
+from ..errors import BtnetError, InputImageError
+from .options import add_runtime_options, gallery_model_id, positive_int, recognizer_from_args, write_json
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -18,9 +22,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", help="images, folders, video files, or a camera index (0)")
     p.add_argument("--gallery", type=Path, help="gallery database to identify against")
     p.add_argument("--json", type=Path, help="write results as JSON here ('-' for stdout)")
-    p.add_argument("--draw", type=Path, help="write annotated images (and videos) into this folder")
-    p.add_argument("--max-frames", type=int, help="frames per video (cameras default to 100)")
-    p.add_argument("--stride", type=int, default=1, help="use every Nth video frame")
+    p.add_argument("--draw", type=Path, help="write annotated images (and videos) into this folder (not one "
+                                             "holding an input)")
+    p.add_argument("--force", action="store_true", help="with --draw: replace drawn files of an earlier run")
+    p.add_argument("--max-frames", type=positive_int, help="frames per video (cameras default to 100)")
+    p.add_argument("--stride", type=positive_int, default=1, help="use every Nth video frame")
+    p.add_argument("--on-error", choices=("continue", "stop"), default="continue",
+                   help="an unreadable input: report it and go on (default), or stop there")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_runtime_options(p)
     p.set_defaults(run=run)
@@ -31,8 +39,14 @@ def run(args: argparse.Namespace) -> int:
 
     from ..pipeline.draw import draw_faces
     from ..pipeline.gallery import Gallery
-    from ..pipeline.sources import count_frames, iter_frames
+    from ..pipeline.sources import count_frames, expand_inputs, iter_frames
+    from ..safe_io import check_file_target, refuse_inputs_as_target
+    from .drawn import DrawnOutputs
 
+    if args.json is not None and str(args.json) != "-":
+        check_file_target(args.json, "--json")
+        refuse_inputs_as_target(args.json, [*args.inputs, args.package], "--json")
+    drawn = DrawnOutputs(args.draw, args.inputs, args.force) if args.draw else None
     gallery = None
     if args.gallery is not None:
         from ..package.loader import read_manifest
@@ -42,43 +56,62 @@ def run(args: argparse.Namespace) -> int:
                           model_id=gallery_model_id(manifest))
     recognizer = recognizer_from_args(args, gallery=gallery)
     results: list[dict] = []
-    writers: dict[str, cv2.VideoWriter] = {}
-    if args.draw:
-        args.draw.mkdir(parents=True, exist_ok=True)
-    total = count_frames(args.inputs, args.max_frames, args.stride)
+    errors: list[dict] = []
+    document: dict = {"images": results, "errors": errors}
     try:
-        for frame in tqdm(iter_frames(args.inputs, args.max_frames, args.stride), total=total, unit="frame",
-                          disable=args.quiet, desc="run"):
-            faces = recognizer.get(frame.image)
-            entry = {"path": frame.source, "faces": [f.to_json() for f in faces]}
-            if frame.index is not None:
-                entry["frame"] = frame.index
-            results.append(entry)
-            if args.draw:
-                _write_drawn(args.draw, frame, draw_faces(frame.image, faces), writers)
+        items = []
+        for item in args.inputs:
+            try:
+                items.extend(expand_inputs([item]))
+            except InputImageError as exc:
+                _failed(errors, item, exc, args.on_error)
+        total = _count(items, args, count_frames)
+        bar = tqdm(total=total, unit="frame", disable=args.quiet, desc="run")
+        for item in items:
+            try:
+                for frame in iter_frames([item], args.max_frames, args.stride):
+                    faces = recognizer.get(frame.image)
+                    entry = {"path": frame.source, "faces": [f.to_json() for f in faces]}
+                    if frame.index is not None:
+                        entry["frame"] = frame.index
+                    results.append(entry)
+                    if drawn is not None:
+                        drawn.write(frame.source, frame.index, draw_faces(frame.image, faces))
+                    bar.update()
+            except InputImageError as exc:  # unreadable, missing, or over the pixel limit
+                _failed(errors, item, exc, args.on_error)
+        bar.close()
+    except KeyboardInterrupt:
+        document["stopped"] = "interrupted (Ctrl-C)"
+        raise
+    except BtnetError as exc:
+        document["stopped"] = str(exc)
+        raise
     finally:
-        for writer in writers.values():
-            writer.release()
-        recognizer.close()
-        if gallery is not None:
-            gallery.close()
-    document = {"images": results}
-    text = json.dumps(document, indent=2)
-    if args.json is None or str(args.json) == "-":
-        print(text)
-    else:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+        try:
+            if drawn is not None:
+                drawn.close()
+        finally:
+            recognizer.close()
+            if gallery is not None:
+                gallery.close()
+            write_json(document, "-" if args.json is None else args.json)
+    if errors:
+        where = "the JSON's errors" if args.json not in (None, Path("-")) else "the errors above"
+        raise InputImageError(f"{len(errors)} input(s) could not be read (see {where}); the results of the "
+                              "others were written")
     return 0
 
 
-def _write_drawn(folder: Path, frame, drawn, writers: dict) -> None:
-    name = Path(frame.source).name if not frame.source.isdigit() else f"camera{frame.source}.mp4"
-    if frame.index is None:
-        cv2.imwrite(str(folder / name), drawn)
-        return
-    target = folder / (Path(name).stem + ".annotated.mp4")
-    if str(target) not in writers:
-        h, w = drawn.shape[:2]
-        writers[str(target)] = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (w, h))
-    writers[str(target)].write(drawn)
+def _failed(errors: list[dict], item: str, exc: BtnetError, on_error: str) -> None:
+    errors.append({"path": item, "error": str(exc)})
+    print(f"btnet-edge run: skipped {item}: {exc}", file=sys.stderr, flush=True)
+    if on_error == "stop":
+        raise InputImageError(f"stopped at {item} (--on-error stop); results so far were written")
+
+
+def _count(items: list[str], args: argparse.Namespace, count_frames) -> int | None:
+    try:
+        return count_frames(items, args.max_frames, args.stride)
+    except BtnetError:
+        return None

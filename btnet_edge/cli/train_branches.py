@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .options import parse_resolutions
+from .options import non_negative_int, parse_resolutions, positive_float, positive_int
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -21,10 +21,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="folder of photos (searched recursively); repeatable")
     p.add_argument("--out", type=Path, required=True, help="package folder to write")
     p.add_argument("--resolutions", help="branches to train (default: all of the package's)")
-    p.add_argument("--epochs", type=int, default=None, help="passes over the faces (default 100)")
-    p.add_argument("--steps", type=int, help="total optimizer steps instead of --epochs")
-    p.add_argument("--batch-size", type=int, default=32, help="faces per step (default 32)")
-    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3)")
+    p.add_argument("--epochs", type=positive_int, default=None, help="passes over the faces (default 100)")
+    p.add_argument("--steps", type=positive_int, help="total optimizer steps instead of --epochs")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="faces per step (default 32)")
+    p.add_argument("--lr", type=positive_float, default=3e-3, help="peak learning rate (default 3e-3)")
     p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--feature-weight", type=float, default=1.0, help="weight of the implant-point MSE (default 1)")
@@ -39,16 +39,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "package's branches")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for PyTorch (0: its default)")
+    p.add_argument("--threads", type=non_negative_int, default=0, help="CPU threads for PyTorch (0: its default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-share", type=float, default=0.1,
                    help="share of the faces held out to measure distillation on unseen faces (default 0.1)")
     p.add_argument("--checkpoints", type=Path, help="checkpoint folder (default: OUT.ckpt next to --out)")
-    p.add_argument("--save-every", type=int, default=50, help="checkpoint every N steps (default 50)")
+    p.add_argument("--save-every", type=positive_int, default=50, help="checkpoint every N steps (default 50)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint folder's last.npz")
     p.add_argument("--name", help="name of the new package (default: SOURCE.distilled)")
     p.add_argument("--fused", action="store_true", help="also write fused graphs (default: as the source package)")
-    p.add_argument("--force", action="store_true", help="replace an existing package at --out")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing package at --out (never a folder without manifest.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
 
@@ -67,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay, feature_weight=args.feature_weight, embedding_weight=args.embedding_weight,
         init=args.init, device=args.device, amp=not args.no_amp, threads=args.threads, seed=args.seed,
         val_share=args.val_share, augmentation=Augmentation(mixup_p=args.mixup),
-        checkpoints=args.checkpoints or args.out.with_name(args.out.name + ".ckpt"), save_every=args.save_every,
+        checkpoints=args.checkpoints or args.out.resolve().with_name(args.out.resolve().name + ".ckpt"),
+        save_every=args.save_every,
         resume=args.resume, progress=not args.quiet,
     )
     summary = train_and_export(args.package, args.images, args.out, options, min_face_px=args.min_face_px,

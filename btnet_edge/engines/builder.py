@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 
 from .._deps import require
 from ..errors import BackendError, ConfigError
+from ..safe_io import atomic_write_bytes, atomic_write_text
 from . import _trt_compat as compat
 from .cache_key import RuntimeEnv, key_for, read_existing_keys, read_l4t_release, save_key, stale_engines
 from .plan import ENGINES_MANIFEST
@@ -120,8 +121,7 @@ def write_engines_manifest(out_dir: Path, plan: Mapping[str, Any], env: RuntimeE
     data["engines"] = [dict(entry, key=keys[entry["name"]].to_json() if keys[entry["name"]] else None)
                        for entry in plan["engines"]]
     path = out_dir / ENGINES_MANIFEST
-    path.write_text(json.dumps(data, indent=2) + "\n")
-    return path
+    return atomic_write_text(path, json.dumps(data, indent=2) + "\n", "engines manifest")
 
 
 def build_all(plan: Mapping[str, Any], out_dir: str | Path, force: bool = False,
@@ -142,8 +142,8 @@ def build_all(plan: Mapping[str, Any], out_dir: str | Path, force: bool = False,
         start = time.perf_counter()
         engine, cache = build_engine(entry, cache, trt)
         engine_path = out_dir / entry["engine"]
-        engine_path.write_bytes(engine)
-        cache_path.write_bytes(cache)  # keep the tuning even if a later engine fails
+        atomic_write_bytes(engine_path, engine, "engine")
+        atomic_write_bytes(cache_path, cache, "timing cache")  # keep the tuning even if a later engine fails
         save_key(engine_path, key_for(entry, env), entry)
         write_engines_manifest(out_dir, plan, env)
         built.append({"name": entry["name"], "seconds": round(time.perf_counter() - start, 1),

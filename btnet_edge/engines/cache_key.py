@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import EngineMismatchError
+from ..safe_io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +153,8 @@ def key_path(engine_path: Path) -> Path:
 def save_key(engine_path: Path, key: EngineKey, entry: Mapping[str, Any]) -> Path:
     """Write the sidecar: the key, and the plan entry (enough to rebuild the engine where its ONNX is)."""
     path = key_path(engine_path)
-    path.write_text(json.dumps({"key": key.to_json(), "plan": dict(entry)}, indent=2, sort_keys=True) + "\n")
-    return path
+    text = json.dumps({"key": key.to_json(), "plan": dict(entry)}, indent=2, sort_keys=True) + "\n"
+    return atomic_write_text(path, text, "engine key")
 
 
 def load_sidecar(engine_path: Path) -> tuple[EngineKey, dict[str, Any]] | None:

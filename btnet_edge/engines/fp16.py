@@ -221,7 +221,10 @@ def convert_file(source: str, destination: str, keep_fp32: Iterable[str] = ()) -
     """Convert the ONNX file ``source`` and save it at ``destination``."""
     onnx = require("onnx", extra="trt")
     model, report = convert_to_fp16(onnx.load(str(source)), keep_fp32)
-    onnx.save(model, str(destination))
+    from ..safe_io import atomic_path
+
+    with atomic_path(destination, "FP16 ONNX") as temp:
+        onnx.save(model, str(temp))
     log.info("FP16 %s: %d FP16 weights, FP32 nodes %s, %d casts", destination, report.fp16_initializers,
              report.fp32_nodes or "none", report.casts)
     return report

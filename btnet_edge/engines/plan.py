@@ -186,7 +186,9 @@ class _Planner:
         path = self.out_dir / f"{DETECTOR_NAME}.onnx"
         data = detector_onnx_bytes()
         if not path.is_file() or path.read_bytes() != data:
-            path.write_bytes(data)
+            from ..safe_io import atomic_write_bytes
+
+            atomic_write_bytes(path, data, "detector ONNX")
         shapes = {"min": [spec.batch, 3, *spec.min_hw], "opt": [spec.batch, 3, *spec.opt_hw],
                   "max": [spec.batch, 3, *spec.max_hw]}
         self.add(DETECTOR_NAME, "detector", path, DETECTOR_SOURCE, [{DETECTOR_INPUT: shapes}], [DETECTOR_INPUT],

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 from .._deps import require
 from ..errors import PackageError
+from ..safe_io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,8 @@ def cut_trunk(trunk_path: str | Path, entry_names: Sequence[str], entry_resoluti
         name = f"trunk_seg{k}_{resolution}"
         graph = extract_segment(model, source, target, new_input, new_output)
         path = out_dir / f"{name}.onnx"
-        onnx.save(graph, str(path))
+        with atomic_path(path, "trunk segment ONNX") as temp:
+            onnx.save(graph, str(temp))
         segments.append(Segment(k, name, path, new_input, new_output, resolution, concat))
         log.debug("trunk segment %s: %s -> %s (%d nodes)", name, new_input, new_output, len(graph.graph.node))
     return segments

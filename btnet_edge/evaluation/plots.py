@@ -55,8 +55,10 @@ def plot_roc(curves: Sequence[dict], out: str | Path, title: str = "ROC") -> Pat
         axes.legend(fontsize=7, loc="lower right")
     figure.suptitle(title, fontsize=11)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, bbox_inches="tight")
+    from ..safe_io import atomic_path
+
+    with atomic_path(out, "plot") as temp:
+        figure.savefig(temp, bbox_inches="tight")
     log.info("ROC plot written to %s", out)
     return out
 

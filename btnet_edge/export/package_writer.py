@@ -6,7 +6,9 @@ failed export leaves any existing package untouched.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -17,12 +19,14 @@ import numpy as np
 
 from .. import __version__
 from .._deps import require
-from ..errors import ConfigError, PackageError
+from ..errors import ConfigError
 from ..package.loader import sha256_of
 from ..package.manifest import (
-    SCHEMA_VERSION, BranchInfo, DispatchPolicy, FusedInfo, Manifest, Preprocess, TensorInfo, TrunkInfo, write_manifest,
+    MANIFEST_NAME, SCHEMA_VERSION, BranchInfo, DispatchPolicy, FusedInfo, Manifest, Preprocess, TensorInfo, TrunkInfo,
+    manifest_from_json, write_manifest,
 )
 from ..pipeline.dispatch import dispatch_ranges
+from ..safe_io import check_replaceable_folder, replace_folder
 from .graphs import EMBEDDING_NAME, BranchGraph, FusedGraph, MergedTrunkGraph, image_input_name, implant_name
 from .onnx_io import OPSET, onnx_from_torch
 from .parity import measure_parity
@@ -47,6 +51,22 @@ class ExportOptions:
     dispatch: DispatchPolicy = field(default_factory=DispatchPolicy)
     force: bool = False
     progress: bool = True
+    inputs: tuple[Path, ...] = ()  # weight files read: --out may not hold them
+
+
+def check_export_options(options: ExportOptions) -> None:
+    """Refuse options that would write a useless package or replace what is not ours, before any work."""
+    if options.color_order is not None and options.color_order not in ("RGB", "BGR"):
+        raise ConfigError(f"--color-order should be RGB or BGR, found {options.color_order!r}")
+    for flag, values in (("--mean", options.mean), ("--std", options.std)):
+        if values is None:
+            continue
+        if len(values) != 3 or not all(math.isfinite(v) for v in values):
+            raise ConfigError(f"{flag} should be three finite numbers like 127.5,127.5,127.5; found {values}")
+    if options.std is not None and any(v <= 0 for v in options.std):
+        raise ConfigError(f"--std should be positive (pixel units, e.g. 127.5,127.5,127.5); found {options.std}: "
+                          "a zero std divides by zero")
+    check_replaceable_folder(options.out, options.force, MANIFEST_NAME, "--out", options.inputs)
 
 
 def _parity_cases(net, resolution: int | None, seed: int) -> list[dict[str, np.ndarray]]:
@@ -77,8 +97,7 @@ def export_package(net, options: ExportOptions, weights: str, import_report: Map
     from tqdm.auto import tqdm
 
     out = Path(options.out)
-    if out.exists() and any(out.iterdir()) and not options.force:
-        raise PackageError(f"{out} exists and is not empty; choose another --out or pass --force to replace it")
+    check_export_options(options)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     net.eval()
@@ -137,8 +156,6 @@ def export_package(net, options: ExportOptions, weights: str, import_report: Map
             tuple(options.std or config.std),  # type: ignore[arg-type]
             config.flip_tta if options.flip_tta is None else options.flip_tta,
         )
-        if preprocess.color_order not in ("RGB", "BGR"):
-            raise ConfigError(f"--color-order should be RGB or BGR, found {preprocess.color_order!r}")
         extra = {
             "created_by": f"btnet-edge {__version__}",
             "torch_version": torch.__version__,
@@ -167,11 +184,11 @@ def export_package(net, options: ExportOptions, weights: str, import_report: Map
             opset=OPSET,
             extra=extra,
         )
+        # the validator every load runs: never write a package that cannot load
+        manifest_from_json(json.loads(json.dumps(manifest.to_json())))
         write_manifest(manifest, staging)
         staging.chmod(0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
+        replace_folder(staging, out)
     except BaseException:
         bar.close()
         shutil.rmtree(staging, ignore_errors=True)

@@ -6,6 +6,7 @@ branch's own layers. Read with ``allow_pickle=False``.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +32,16 @@ def btnet_from_package(package):
     from ..models.btnet import BTNet
 
     manifest = package.manifest
-    path = package.path(REFERENCE_WEIGHTS)
     if REFERENCE_WEIGHTS not in manifest.files:
         raise PackageError(f"package {package.folder} has no {REFERENCE_WEIGHTS} (exported by an older btnet-edge); "
                            "re-export it to use the PyTorch backend or training")
     net = BTNet(manifest.architecture, [b.resolution for b in manifest.branches])
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: torch.from_numpy(np.array(data[k])) for k in data.files}
+    try:
+        with np.load(io.BytesIO(package.read_verified(REFERENCE_WEIGHTS)), allow_pickle=False) as data:
+            arrays = {k: torch.from_numpy(np.array(data[k])) for k in data.files}
+    except (ValueError, OSError, TypeError) as exc:  # object arrays (pickle), a damaged zip, non-numeric data
+        raise PackageError(f"package {package.folder}: {REFERENCE_WEIGHTS} is not a plain numeric npz ({exc}); "
+                           "export the package again") from None
     net.trunk.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("trunk.")}, strict=True)
     net.init_branches_from_trunk()
     for r in net.resolutions:

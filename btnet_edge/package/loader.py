@@ -32,6 +32,23 @@ class ModelPackage:
     def path(self, name: str) -> Path:
         return self.folder / name
 
+    def read_verified(self, name: str) -> bytes:
+        """The bytes of file ``name``, checked against its sha256 in the manifest.
+
+        Backends build their sessions from these very bytes, so a file swapped after
+        :func:`load_package` checked it is refused, never run.
+        """
+        expected = self.manifest.files.get(name)
+        if expected is None:
+            raise PackageError(f"package {self.folder}: {name} has no sha256 in the manifest; export the package again")
+        try:
+            data = self.path(name).read_bytes()
+        except OSError as exc:
+            raise PackageError(f"package {self.folder}: cannot read {name} ({exc.strerror or exc}); copy the whole "
+                               "folder again") from None
+        _check_digest(self.path(name), hashlib.sha256(data).hexdigest(), expected)
+        return data
+
     @property
     def trunk_path(self) -> Path:
         return self.path(self.manifest.trunk.file)
@@ -55,6 +72,13 @@ def read_manifest(folder: str | Path) -> Manifest:
     return manifest_from_json(data)
 
 
+def _check_digest(path: Path, actual: str, expected: str) -> None:
+    if actual != expected:
+        raise PackageError(f"{path} does not match its sha256 in the manifest (expected {expected[:12]}..., "
+                           f"found {actual[:12]}...): the file was changed or damaged. Re-export or re-copy "
+                           "the package; do not edit its files by hand")
+
+
 def load_package(folder: str | Path, verify: bool = True) -> ModelPackage:
     """Open a package; with ``verify`` every file must exist and match its recorded sha256."""
     folder = Path(folder)
@@ -70,10 +94,6 @@ def load_package(folder: str | Path, verify: bool = True) -> ModelPackage:
         if not path.is_file():
             raise PackageError(f"package {folder} lacks {name}, listed in its manifest; copy the whole folder again")
         if verify:
-            actual = sha256_of(path)
-            if actual != expected:
-                raise PackageError(f"{path} does not match its sha256 in the manifest (expected {expected[:12]}..., "
-                                   f"found {actual[:12]}...): the file was changed or damaged. Re-export or re-copy "
-                                   "the package; do not edit its files by hand")
+            _check_digest(path, sha256_of(path), expected)
     log.debug("package %s verified (%d files)", folder, len(manifest.files))
     return ModelPackage(folder, manifest)

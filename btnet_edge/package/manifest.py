@@ -7,11 +7,14 @@ graphs. Only numpy-free standard library code: it loads without torch or onnx.
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import ManifestError
+from ..limits import MAX_RESOLUTION_ENV, max_resolution
 
 SCHEMA_VERSION = 1
 FORMAT = "btnet-edge-package"
@@ -117,29 +120,62 @@ class Manifest:
         return data
 
 
+MAX_EMBEDDING_SIZE = 65536
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
 def _get(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ManifestError(f"manifest field {where.rstrip('.') or 'root'} should be an object, found "
+                            f"{type(data).__name__}")
     if key not in data:
         raise ManifestError(f"manifest field {where}{key} is missing")
     value = data[key]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ManifestError(f"manifest field {where}{key} should be {getattr(kind, '__name__', kind)}, "
-                            f"found {type(value).__name__}")
+    if not isinstance(value, kind) or (kind in (int, float, (int, float)) and isinstance(value, bool)):
+        raise ManifestError(f"manifest field {where}{key} should be {_kind_name(kind)}, found "
+                            f"{type(value).__name__} {json.dumps(value)[:40]}")
     return value
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "an object",
+             bool: "true or false"}
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _resolution(value: Any, where: str) -> int:
+    """A positive integer resolution (px) within the limit a user can raise."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ManifestError(f"manifest field {where} should be a positive integer (px), found {json.dumps(value)[:40]}")
+    limit = max_resolution()
+    if value > limit:
+        raise ManifestError(f"manifest field {where} is {value} px, over the limit of {limit} px; a package from an "
+                            f"untrusted source? Raise the limit with {MAX_RESOLUTION_ENV} if it is right")
+    return value
+
+
+def _list_of_resolutions(data: Mapping[str, Any], key: str, where: str) -> tuple[int, ...]:
+    return tuple(_resolution(v, f"{where}{key}[{i}]") for i, v in enumerate(_get(data, key, list, where)))
 
 
 def _tensor(data: Any, where: str) -> TensorInfo:
     if not isinstance(data, Mapping):
         raise ManifestError(f"manifest field {where} should be an object with name and shape")
     shape = _get(data, "shape", list, where + ".")
-    if not all(isinstance(d, int) and d > 0 for d in shape):
+    if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
         raise ManifestError(f"manifest field {where}.shape should hold positive integers, found {shape}")
+    for i, side in enumerate(shape[1:] if len(shape) == 3 else (), start=1):  # (channels, height, width)
+        _resolution(side, f"{where}.shape[{i}]")
     return TensorInfo(_get(data, "name", str, where + "."), tuple(shape))
 
 
 def _triple(data: Mapping[str, Any], key: str) -> tuple[float, float, float]:
     value = _get(data, key, list, "preprocess.")
-    if len(value) != 3 or not all(isinstance(v, (int, float)) for v in value):
+    if len(value) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
         raise ManifestError(f"manifest field preprocess.{key} should be 3 numbers, found {value}")
+    if not all(math.isfinite(v) for v in value):
+        raise ManifestError(f"manifest field preprocess.{key} should hold finite numbers, found {value}")
     if key == "std" and any(v <= 0 for v in value):
         raise ManifestError(f"manifest field preprocess.std should be positive, found {value}")
     return (float(value[0]), float(value[1]), float(value[2]))
@@ -159,10 +195,14 @@ def manifest_from_json(data: Any) -> Manifest:
     color = _get(pre, "color_order", str, "preprocess.")
     if color not in ("RGB", "BGR"):
         raise ManifestError(f"manifest field preprocess.color_order should be RGB or BGR, found {color!r}")
-    preprocess = Preprocess(color, _triple(pre, "mean"), _triple(pre, "std"), bool(pre.get("flip_tta", False)))
+    flip = _get(pre, "flip_tta", bool, "preprocess.") if "flip_tta" in pre else False
+    preprocess = Preprocess(color, _triple(pre, "mean"), _triple(pre, "std"), flip)
     trunk_data = _get(data, "trunk", dict, "")
     inputs = tuple(_tensor(t, f"trunk.inputs[{i}]") for i, t in enumerate(_get(trunk_data, "inputs", list, "trunk.")))
-    entries = tuple(_get(trunk_data, "entry_resolutions", list, "trunk."))
+    entries = _list_of_resolutions(trunk_data, "entry_resolutions", "trunk.")
+    if not inputs or entries[0] != TRUNK_RESOLUTION or len(set(entries)) != len(entries):
+        raise ManifestError(f"manifest field trunk.entry_resolutions should start with {TRUNK_RESOLUTION} and "
+                            f"name each resolution once, found {list(entries)}")
     if len(entries) != len(inputs):
         raise ManifestError("manifest fields trunk.inputs and trunk.entry_resolutions differ in length")
     trunk = TrunkInfo(_get(trunk_data, "file", str, "trunk."), inputs, entries,
@@ -170,14 +210,16 @@ def manifest_from_json(data: Any) -> Manifest:
     branches = []
     for i, b in enumerate(_get(data, "branches", list, "")):
         where = f"branches[{i}]."
-        branches.append(BranchInfo(_get(b, "resolution", int, where), _get(b, "file", str, where),
+        branches.append(BranchInfo(_resolution(_get(b, "resolution", int, where), where + "resolution"),
+                                   _get(b, "file", str, where),
                                    _tensor(_get(b, "input", dict, where), where + "input"),
                                    _tensor(_get(b, "output", dict, where), where + "output"),
                                    _get(b, "implant_after", str, where), _get(b, "resume_at", str, where)))
     fused = []
-    for i, f in enumerate(data.get("fused", [])):
+    for i, f in enumerate(_get(data, "fused", list, "") if "fused" in data else []):
         where = f"fused[{i}]."
-        fused.append(FusedInfo(_get(f, "resolution", int, where), _get(f, "file", str, where),
+        fused.append(FusedInfo(_resolution(_get(f, "resolution", int, where), where + "resolution"),
+                               _get(f, "file", str, where),
                                _tensor(_get(f, "input", dict, where), where + "input"),
                                _tensor(_get(f, "output", dict, where), where + "output")))
     for info in branches:
@@ -189,7 +231,25 @@ def manifest_from_json(data: Any) -> Manifest:
     if dispatch.indicator not in INDICATORS or dispatch.rounding not in ROUNDINGS:
         raise ManifestError(f"manifest field dispatch should use indicator in {INDICATORS} and rounding in "
                             f"{ROUNDINGS}, found {dispatch.indicator!r}/{dispatch.rounding!r}")
+    for info in branches:
+        if info.input.shape != (3, info.resolution, info.resolution):
+            raise ManifestError(f"manifest field branches[{info.resolution} px].input.shape should be "
+                                f"[3, {info.resolution}, {info.resolution}], found {list(info.input.shape)}")
     files = _get(data, "files", dict, "")
+    for name, digest in files.items():
+        if not (isinstance(digest, str) and _SHA256.fullmatch(digest)):
+            raise ManifestError(f"manifest field files[{name!r}] should be a sha256 (64 lowercase hex digits), "
+                                f"found {json.dumps(digest)[:40]}")
+    embedding_size = _get(data, "embedding_size", int, "")
+    if not 1 <= embedding_size <= MAX_EMBEDDING_SIZE:
+        raise ManifestError(f"manifest field embedding_size should be between 1 and {MAX_EMBEDDING_SIZE}, found "
+                            f"{embedding_size}")
+    if trunk.output.shape != (embedding_size,):
+        raise ManifestError(f"manifest field trunk.output.shape should be [{embedding_size}] (embedding_size), "
+                            f"found {list(trunk.output.shape)}")
+    opset = _get(data, "opset", int, "") if "opset" in data else 17
+    if opset < 1:
+        raise ManifestError(f"manifest field opset should be a positive integer (e.g. 17), found {opset}")
     core = {"format", "schema_version", "name", "architecture", "family", "embedding_size", "weights",
             "preprocess", "trunk", "branches", "dispatch", "files", "fused", "opset"}
     return Manifest(
@@ -197,7 +257,7 @@ def manifest_from_json(data: Any) -> Manifest:
         name=_get(data, "name", str, ""),
         architecture=_get(data, "architecture", str, ""),
         family=_get(data, "family", str, ""),
-        embedding_size=_get(data, "embedding_size", int, ""),
+        embedding_size=embedding_size,
         weights=_get(data, "weights", str, ""),
         preprocess=preprocess,
         trunk=trunk,
@@ -205,12 +265,17 @@ def manifest_from_json(data: Any) -> Manifest:
         dispatch=dispatch,
         files=dict(files),
         fused=tuple(fused),
-        opset=int(data.get("opset", 17)),
+        opset=opset,
         extra={k: v for k, v in data.items() if k not in core},
     )
 
 
 def write_manifest(manifest: Manifest, folder: str | Path) -> Path:
-    path = Path(folder) / MANIFEST_NAME
-    path.write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
-    return path
+    from ..safe_io import atomic_write_text
+
+    return atomic_write_text(Path(folder) / MANIFEST_NAME, json.dumps(manifest.to_json(), indent=2) + "\n", "manifest")
+
+
+def model_id(manifest: Manifest) -> str:
+    """What a gallery records as its model: embeddings of another trunk are not comparable."""
+    return f"{manifest.architecture}:trunk-sha256:{manifest.files[manifest.trunk.file][:16]}"

@@ -238,13 +238,13 @@ def create_detector(spec: str | Path | None = None, *, kind: str | None = None, 
             if len(named) != 1:
                 raise ConfigError(
                     f"cannot tell which detector family {model.name} is from its name; declare it: "
-                    f"create_detector({str(model)!r}, kind='scrfd' | 'yunet' | 'retinaface')"
+                    "--detector-kind scrfd|yunet|retinaface (kind= in create_detector)"
                 )
             kind = named[0]
     else:
         raise ConfigError(
             f"detector spec {str(spec)!r} is neither 'retinaface' nor a path to an .onnx file; "
-            "use create_detector() for the default, or create_detector('model.onnx', kind='scrfd')"
+            "leave --detector out for the default, or give an SCRFD/YuNet .onnx file (create_detector in the API)"
         )
     unknown = sorted(set(options) - set(_COMMON_OPTIONS) - set(_OPTIONS[kind]))
     if unknown:

@@ -23,6 +23,7 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 
 from ..errors import GalleryError
+from .gallery_index import EmbeddingIndex
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +66,7 @@ class IdentityInfo:
     resolutions: tuple[int, ...]
 
 
-@dataclass(frozen=True)
-class _Cache:
-    matrix: np.ndarray  # (K, D) float32, rows grouped by identity
-    starts: np.ndarray  # (I,) first row of each identity in ``matrix``
-    ids: tuple[int, ...]
-    names: tuple[str, ...]
+_READ_ROWS = 1 << 15  # embeddings fetched from SQLite at once when (re)loading the matrix
 
 
 class Gallery:
@@ -79,13 +75,19 @@ class Gallery:
     An identity's score for a probe is the MAX cosine over that identity's embeddings:
     one good enrolment photo (e.g. at the probe's resolution) should be enough to match,
     and a mean would let poor photos drag a true match below the threshold.
+
+    The matrix is held once in memory and reloaded incrementally: after enrolments
+    (here or in another process) only the new rows are read. ``matrix_dtype="float16"``
+    halves its memory for galleries of millions of embeddings (cosines move by ~1e-3).
     """
 
     def __init__(self, path: str | Path, embedding_size: int | None = None, create: bool = True,
-                 model_id: str | None = None) -> None:
+                 model_id: str | None = None, matrix_dtype: str = "float32") -> None:
         self.path = Path(path)
-        self.cache_loads = 0  # matrix reloads so far: cache invalidation is asserted with it
-        self._cache: _Cache | None = None
+        self.cache_loads = 0  # matrix (re)loads so far, incremental ones included: asserted by the cache tests
+        self.rows_loaded = 0  # embeddings read from the file so far: an incremental reload reads only new ones
+        self._index: EmbeddingIndex | None = None
+        self._matrix_dtype = matrix_dtype
         self._version: int | None = None
         self._default_threshold = DEFAULT_THRESHOLD
         self._thresholds: dict[int, float] = {}
@@ -96,9 +98,10 @@ class Gallery:
         path = self.path
         if not path.exists():
             if not create:
-                raise GalleryError(f"{path}: no gallery there; check the path or pass create=True")
+                raise GalleryError(f"{path}: no gallery there; check the path, or enroll someone to create it")
             if embedding_size is None:
-                raise GalleryError(f"{path}: no gallery there; pass embedding_size to create one")
+                raise GalleryError(f"{path}: no gallery there, and no embedding size to create one with; check the "
+                                   "path, or enroll someone to create it")
         if embedding_size is not None and not (_is_int(embedding_size) and embedding_size > 0):
             raise GalleryError(f"embedding_size must be a positive int, got {embedding_size!r}")
         if model_id is not None and not (isinstance(model_id, str) and model_id):
@@ -129,8 +132,8 @@ class Gallery:
             tables = _tables(conn)
             if not tables:
                 if not create or embedding_size is None:
-                    why = "pass create=True" if not create else "pass embedding_size"
-                    raise GalleryError(f"{not_ours}: it is an empty SQLite database; {why} to make one there")
+                    raise GalleryError(f"{not_ours}: it is an empty SQLite database; enroll someone into it to make "
+                                       "it a gallery, or pass another path")
                 with self._write("create a gallery"):
                     if not _tables(conn):  # another process may have created it meanwhile
                         self._create_schema(conn, embedding_size, model_id)
@@ -162,8 +165,16 @@ class Gallery:
         if meta["schema_version"] != str(SCHEMA_VERSION):
             raise GalleryError(f"{self.path}: gallery schema version {meta['schema_version']}, this btnet-edge reads "
                                f"version {SCHEMA_VERSION}; use a matching btnet-edge or re-enroll into a new path")
-        self.embedding_size = int(meta["embedding_size"])
+        size = meta.get("embedding_size", "")
+        if not size.isdigit() or int(size) < 1:
+            raise GalleryError(f"{self.path}: the gallery's embedding_size is {size!r}, not a positive number; the "
+                               "file was edited by hand or damaged: re-enroll into a new gallery")
+        self.embedding_size = int(size)
         self.model_id = meta.get("model_id")
+        self.check_model(embedding_size, model_id)
+
+    def check_model(self, embedding_size: int | None, model_id: str | None) -> None:
+        """Refuse a model whose embeddings this gallery cannot compare (None: not checked)."""
         advice = "embeddings of different models cannot be compared: use another gallery or re-enroll"
         if embedding_size is not None and embedding_size != self.embedding_size:
             raise GalleryError(f"{self.path}: gallery holds {self.embedding_size}-d embeddings, the model gives "
@@ -178,7 +189,7 @@ class Gallery:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-            self._cache = None
+            self._index = None
 
     def __enter__(self) -> "Gallery":
         return self
@@ -210,7 +221,7 @@ class Gallery:
             finally:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                self._cache = None
+                self._version = None  # our own commits do not change data_version: look again
         except sqlite3.Error as e:
             raise GalleryError(f"{self.path}: cannot {what}: {e}; nothing was changed") from e
 
@@ -286,18 +297,29 @@ class Gallery:
         if not (_is_int(top_k) and top_k > 0):
             raise GalleryError(f"top_k must be a positive int, got {top_k!r}")
         probes = self._normalised(embeddings, "probe")
-        cache = self._refresh()
+        index = self._refresh()
         limits = self._probe_thresholds(len(probes), threshold, probe_resolutions)
-        if not cache.ids:
+        if not index.identity_ids:
             return [[] for _ in probes]
-        cosines = np.clip(probes @ cache.matrix.T, -1.0, 1.0)  # one matmul for all probes
-        scores = np.maximum.reduceat(cosines, cache.starts, axis=1)  # (M, I): max per identity
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
-        results = []
-        for i, row in enumerate(order):
-            kept = [Match(cache.names[j], float(scores[i, j]), cache.ids[j]) for j in row]
-            results.append([m for m in kept if m.score >= limits[i]])
-        return results
+        found = index.scores(probes)  # (M, I): max cosine per identity, searched in chunks
+        scores, ids = found.scores, found.ids
+        k = min(top_k, scores.shape[1])
+        best = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else \
+            np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+        chosen = [[j for j in sorted(row, key=lambda j: (-scores[i, j], j)) if scores[i, j] >= limits[i]]
+                  for i, row in enumerate(best)]
+        names = self._names_of({ids[j] for row in chosen for j in row})
+        return [[Match(names[ids[j]], float(scores[i, j]), ids[j]) for j in row if ids[j] in names]
+                for i, row in enumerate(chosen)]
+
+    def _names_of(self, identity_ids: set[int]) -> dict[int, str]:
+        """Names of the matched identities only, read now: renames by any process show at once."""
+        wanted, names = sorted(identity_ids), {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            names.update(self._query(f"SELECT id, name FROM identities WHERE id IN ({marks})", chunk))
+        return names
 
     def names(self) -> list[str]:
         return [row[0] for row in self._query("SELECT name FROM identities ORDER BY name")]
@@ -315,31 +337,71 @@ class Gallery:
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and bool(self._query("SELECT 1 FROM identities WHERE name = ?", (name,)))
 
-    def _refresh(self) -> _Cache:
-        """Reload the matrix and thresholds if any connection (ours or another process's) wrote."""
+    def _refresh(self) -> EmbeddingIndex:
+        """Bring the matrix and thresholds up to date if any connection (ours or another process's) wrote.
+
+        Only rows added since the last load are read, unless rows were deleted (then all are).
+        """
         version = self._query("PRAGMA data_version")[0][0]  # changes when another connection commits
-        if self._cache is not None and version == self._version:
-            return self._cache
-        rows = self._query("SELECT e.identity_id, i.name, e.id, e.vector FROM embeddings e JOIN identities i "
-                           "ON i.id = e.identity_id ORDER BY e.identity_id, e.id")
-        meta = self._query("SELECT key, value FROM meta WHERE key LIKE ?", (_THRESHOLD_KEY + "%",))
-        size = self.embedding_size * _VECTOR_DTYPE.itemsize
-        for _, name, eid, blob in rows:
-            if len(blob) != size:
-                raise GalleryError(f"{self.path}: embedding {eid} of {name!r} has {len(blob)} bytes, expected "
-                                   f"{size}; the file is damaged: remove and re-enroll {name!r}")
-        matrix = np.frombuffer(b"".join(r[3] for r in rows), _VECTOR_DTYPE).reshape(len(rows), self.embedding_size)
-        ids = np.array([r[0] for r in rows], dtype=np.int64)
-        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(rows) else np.zeros(0, np.int64)
-        self._cache = _Cache(matrix.astype(np.float32), starts, tuple(int(ids[s]) for s in starts),
-                             tuple(rows[s][1] for s in starts))
-        thresholds = dict(meta)
-        self._default_threshold = float(thresholds.pop(_THRESHOLD_KEY, DEFAULT_THRESHOLD))
-        self._thresholds = {int(k.split(".", 1)[1]): float(v) for k, v in thresholds.items()}
-        self._version = version
+        if self._index is not None and version == self._version:
+            return self._index
+        index = self._index
+        if index is None or not self._still_holds(index):
+            index = EmbeddingIndex(self.embedding_size, self._matrix_dtype)  # first load, or rows were removed
+        added = self._read_rows(index)
+        index.regroup()
+        self._read_thresholds()
+        self._index, self._version = index, version
         self.cache_loads += 1
-        log.debug("%s: loaded %d embeddings of %d identities", self.path, len(rows), len(starts))
-        return self._cache
+        log.debug("%s: read %d new embeddings, %d in memory (%d identities)", self.path, added, index.rows,
+                  len(index.identity_ids))
+        return index
+
+    def _still_holds(self, index: EmbeddingIndex) -> bool:
+        """No row we loaded was removed or replaced: same count below our last id, same last row."""
+        if not index.rows:
+            return True
+        # COUNT(*) reads the small identity index; the range count reads new rows only
+        total = self._query("SELECT COUNT(*) FROM embeddings")[0][0]
+        new = self._query("SELECT COUNT(*) FROM embeddings WHERE id > ?", (index.max_row_id,))[0][0]
+        last = self._query("SELECT identity_id, vector FROM embeddings WHERE id = ?", (index.max_row_id,))
+        if total - new != index.rows or not last or not isinstance(last[0][1], bytes):
+            return False
+        vector = np.frombuffer(last[0][1], _VECTOR_DTYPE)
+        return len(vector) == self.embedding_size and index.holds_last(last[0][0], vector)
+
+    def _read_rows(self, index: EmbeddingIndex) -> int:
+        """Append the embeddings with ids above ``index.max_row_id``, streamed in blocks; returns how many."""
+        size = self.embedding_size * _VECTOR_DTYPE.itemsize
+        added = 0
+        try:
+            cursor = self._db().execute("SELECT id, identity_id, vector FROM embeddings WHERE id > ? ORDER BY id",
+                                        (index.max_row_id,))
+            while rows := cursor.fetchmany(_READ_ROWS):
+                bad = next((r for r in rows if not isinstance(r[2], bytes) or len(r[2]) != size), None)
+                if bad is not None:
+                    name = self._query("SELECT name FROM identities WHERE id = ?", (bad[1],))
+                    who = repr(name[0][0]) if name else f"identity {bad[1]}"
+                    raise GalleryError(f"{self.path}: embedding {bad[0]} of {who} is not {size} bytes of vector; "
+                                       f"the file is damaged: remove and re-enroll {who}")
+                vectors = np.frombuffer(b"".join(r[2] for r in rows), _VECTOR_DTYPE).reshape(len(rows), -1)
+                index.append(np.fromiter((r[0] for r in rows), np.int64, len(rows)),
+                             np.fromiter((r[1] for r in rows), np.int64, len(rows)), vectors)
+                added += len(rows)
+        except sqlite3.Error as e:
+            raise GalleryError(f"{self.path}: cannot read the gallery ({e}); check the file and retry") from e
+        self.rows_loaded += added
+        return added
+
+    def _read_thresholds(self) -> None:
+        meta = self._query("SELECT key, value FROM meta WHERE key LIKE ?", (_THRESHOLD_KEY + "%",))
+        thresholds = dict(meta)
+        try:
+            self._default_threshold = float(thresholds.pop(_THRESHOLD_KEY, DEFAULT_THRESHOLD))
+            self._thresholds = {int(k.split(".", 1)[1]): float(v) for k, v in thresholds.items()}
+        except ValueError:
+            raise GalleryError(f"{self.path}: a threshold in the meta table is not a number ({thresholds}); the "
+                               "file was edited by hand: set it again with `btnet-edge gallery --threshold`") from None
 
     def _probe_thresholds(self, m: int, threshold: float | None, resolutions: Sequence[int] | None) -> list[float]:
         if threshold is not None:

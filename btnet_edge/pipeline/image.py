@@ -16,7 +16,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..errors import InputImageError
+from ..errors import ImageTooLargeError, InputImageError
+from ..limits import MAX_IMAGE_PIXELS_ENV, max_image_pixels
+from .image_header import image_size
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +64,34 @@ def check_bgr_image(img: Any) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read a photo file as BGR uint8: grayscale and BGRA files are converted, 16-bit files rejected."""
+def check_image_pixels(data: np.ndarray | bytes, name: str, max_pixels: int | None = None) -> None:
+    """Refuse an encoded image whose header declares more than ``max_pixels`` before decoding it."""
+    limit = max_image_pixels() if max_pixels is None else max_pixels
+    size = image_size(memoryview(data))
+    if size is not None and size[0] * size[1] > limit:
+        raise ImageTooLargeError(
+            f"{name} is {size[0]} x {size[1]} px ({size[0] * size[1] / 1e6:.0f} MP), over the limit of "
+            f"{limit / 1e6:.0f} MP (decoding it would take {3 * size[0] * size[1] / 2**30:.1f} GiB); shrink it, or "
+            f"raise the limit with {MAX_IMAGE_PIXELS_ENV}=<pixels> if you trust the file"
+        )
+
+
+def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
+    """Read a photo file as BGR uint8: grayscale and BGRA files are converted, 16-bit files rejected.
+
+    Files declaring more than ``max_pixels`` (default :func:`~btnet_edge.limits.max_image_pixels`)
+    are refused from their header, before the pixels are decoded.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputImageError(f"image file not found: {path}" + (" (it is a directory)" if path.is_dir() else ""))
     # np.fromfile + imdecode instead of cv2.imread: same decoders, but non-ASCII paths work on every OS.
     # ANYDEPTH|ANYCOLOR (not UNCHANGED) keeps 16-bit data visible to us and still applies EXIF orientation.
-    data = np.fromfile(str(path), dtype=np.uint8)
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:
+        raise InputImageError(f"cannot read {path}: {exc.strerror or exc}; check its permissions") from None
+    check_image_pixels(data, str(path), max_pixels)
     img = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR) if data.size else None
     if img is None or img.size == 0:
         raise InputImageError(

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import ConfigError, InputImageError
 from ..package.loader import ModelPackage, load_package
-from ..package.manifest import DispatchPolicy
+from ..package.manifest import DispatchPolicy, model_id
 from .align import align_face, crop_box
 from .detect import Detection, FaceDetector, create_detector
 from .dispatch import INDICATORS, ROUNDINGS, choose_resolution, face_size
@@ -80,6 +80,8 @@ class Recognizer:
         if align not in ALIGN_MODES:
             raise ConfigError(f"align should be one of {ALIGN_MODES}, found {align!r}")
         self.align_mode = align
+        if gallery is not None:  # a gallery holds one model's embeddings: refuse another's, as the CLI does
+            gallery.check_model(self.manifest.embedding_size, model_id(self.manifest))
         self.runner = PackageRunner(self.package, backend_factory(self.package, backend, device, threads, fp16, engines))
         if isinstance(detector, FaceDetector):
             self.detector = detector

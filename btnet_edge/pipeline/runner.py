@@ -27,7 +27,8 @@ def backend_factory(package: ModelPackage, backend: str = "auto", device: str = 
     if backend in ("auto", "onnxruntime"):
         from ..backends.ort import OrtBackend
 
-        return lambda file: OrtBackend(package.path(file), device=device, threads=threads)
+        return lambda file: OrtBackend(package.path(file), device=device, threads=threads,
+                                       read_model=lambda: package.read_verified(file))
     if backend == "torch":
         from ..backends.torch_backend import TorchBackend
 

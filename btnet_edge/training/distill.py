@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from .._deps import require
-from ..errors import CheckpointError, ConfigError, PackageError
+from ..errors import CheckpointError, ConfigError
 from .checkpoints import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .data import Augmentation, BatchSampler, FaceSet, network_inputs
 
@@ -301,9 +301,12 @@ def train_and_export(package: str | Path, image_dirs: Sequence[str | Path], out:
     from ..package.loader import load_package
     from .data import load_faces
 
+    from ..package.manifest import MANIFEST_NAME
+    from ..safe_io import check_replaceable_folder
+
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not force:  # before the long part, not after it
-        raise PackageError(f"{out} exists and is not empty; choose another --out or pass --force to replace it")
+    # before the long part, not after it; never over the source package or the photos
+    check_replaceable_folder(out, force, MANIFEST_NAME, "--out", [package, *image_dirs])
     if options.resume and not (options.checkpoints and (Path(options.checkpoints) / CHECKPOINT_NAME).is_file()):
         raise CheckpointError(f"--resume: no checkpoint at {Path(options.checkpoints or '.') / CHECKPOINT_NAME}; "
                               "run without --resume to start")

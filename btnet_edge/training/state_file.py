@@ -7,7 +7,6 @@ checkpoints are encoded here and read back with ``np.load(allow_pickle=False)``.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +40,10 @@ def save_state(path: Path, state: Any, torch: Any) -> None:
 
     structure = json.dumps(encode(state))
     arrays[_STRUCTURE] = np.frombuffer(structure.encode(), dtype=np.uint8)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
+    from ..safe_io import atomic_path
+
+    with atomic_path(path, "training checkpoint") as tmp, open(tmp, "wb") as handle:
         np.savez(handle, **arrays)
-    os.replace(tmp, path)
 
 
 def load_state(path: Path, torch: Any) -> Any:

@@ -1,0 +1,125 @@
+"""The gallery matrix: held once, reloaded incrementally, searchable in float16 and in chunks."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import btnet_edge.pipeline.gallery_index as gallery_index
+from btnet_edge.errors import GalleryError
+from btnet_edge.pipeline.gallery import Gallery
+
+D = 32
+
+
+def _unit(rng: np.random.Generator, n: int) -> np.ndarray:
+    rows = rng.standard_normal((n, D)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+@pytest.fixture
+def filled(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    people = {f"p{i:03d}": _unit(rng, 1 + i % 4) for i in range(60)}
+    path = tmp_path / "g.db"
+    with Gallery(path, embedding_size=D) as gallery:
+        for name, rows in people.items():
+            gallery.enroll(name, rows)
+    return path, people
+
+
+def _brute_force(people: dict[str, np.ndarray], probes: np.ndarray) -> list[tuple[str, float]]:
+    best = []
+    for probe in probes:
+        scores = {name: float((rows @ probe).max()) for name, rows in people.items()}
+        name = max(scores, key=scores.get)
+        best.append((name, scores[name]))
+    return best
+
+
+def test_reload_reads_only_new_rows(filled):
+    path, people = filled
+    probes = _unit(np.random.default_rng(1), 5)
+    with Gallery(path, create=False) as reader, Gallery(path, create=False) as writer:
+        reader.identify(probes)
+        total = sum(len(r) for r in people.values())
+        assert reader.rows_loaded == total
+        newcomer = _unit(np.random.default_rng(2), 3)
+        writer.enroll("newcomer", newcomer)
+        found = reader.identify(newcomer, threshold=0.99)
+        assert [m[0].name for m in found] == ["newcomer"] * 3
+        assert reader.rows_loaded == total + 3  # the old rows were not read again
+        writer.remove("p000")  # a removal: the next refresh reads everything again, and p000 is gone
+        reader.identify(probes)
+        after_full_reload = (total + 3) + (total + 3 - len(people["p000"]))
+        assert reader.rows_loaded == after_full_reload
+        assert "p000" not in {m[0].name for m in reader.identify(people["p000"], threshold=-1.0)}
+        writer.rename("p001", "renamed")  # names are reloaded without reading vectors
+        assert reader.identify(people["p001"][:1], threshold=0.99)[0][0].name == "renamed"
+        assert reader.rows_loaded == after_full_reload
+
+
+def test_chunked_search_equals_brute_force(filled, monkeypatch):
+    path, people = filled
+    probes = _unit(np.random.default_rng(3), 40)
+    expected = _brute_force(people, probes)
+    monkeypatch.setattr(gallery_index, "SEARCH_BLOCK_ELEMENTS", 300)  # a few probes x rows at once
+    monkeypatch.setattr(gallery_index, "ROW_CHUNK", 7)
+    for dtype, tolerance in (("float32", 1e-5), ("float16", 2e-3)):
+        with Gallery(path, create=False, matrix_dtype=dtype) as gallery:
+            found = gallery.identify(probes, top_k=1, threshold=-1.0)
+        assert [m[0].name for m in found] == [name for name, _ in expected]
+        assert max(abs(m[0].score - s) for m, (_, s) in zip(found, expected)) < tolerance
+
+
+def test_top_k_is_sorted_and_complete(filled):
+    path, people = filled
+    probe = people["p010"][0]
+    with Gallery(path, create=False) as gallery:
+        top = gallery.identify(probe, top_k=5, threshold=-1.0)[0]
+        everyone = gallery.identify(probe, top_k=1000, threshold=-1.0)[0]
+    assert top[0].name == "p010" and top[0].score == pytest.approx(1.0, abs=1e-6)
+    assert [m.score for m in top] == sorted((m.score for m in top), reverse=True)
+    assert len(everyone) == len(people) and top == everyone[:5]
+
+
+def test_float16_halves_the_matrix(filled):
+    path, _ = filled
+    sizes = {}
+    for dtype in ("float32", "float16"):
+        with Gallery(path, create=False, matrix_dtype=dtype) as gallery:
+            sizes[dtype] = gallery._refresh()._matrix.nbytes
+    assert sizes["float16"] * 2 == sizes["float32"]
+    with pytest.raises(GalleryError, match="matrix_dtype should be one of"):
+        Gallery(path, create=False, matrix_dtype="int8").identify(np.ones(D))
+
+
+def test_hand_edited_meta_is_a_clear_error(filled):
+    path, _ = filled
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE meta SET value = 'abc' WHERE key = 'threshold'")
+    with Gallery(path, create=False) as gallery:
+        with pytest.raises(GalleryError, match="threshold in the meta table is not a number"):
+            gallery.identify(np.ones(D))
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE meta SET value = 'abc' WHERE key = 'embedding_size'")
+    with pytest.raises(GalleryError, match="embedding_size is 'abc'"):
+        Gallery(path, create=False)
+
+
+def test_reused_row_ids_are_not_mistaken_for_loaded_rows(tmp_path):
+    """SQLite reuses the ids of deleted tail rows: removing the last person and enrolling another is seen."""
+    rng = np.random.default_rng(5)
+    path = tmp_path / "g.db"
+    first, last, newcomer = _unit(rng, 2), _unit(rng, 2), _unit(rng, 2)
+    with Gallery(path, embedding_size=D) as reader, Gallery(path, create=False) as writer:
+        writer.enroll("first", first)
+        writer.enroll("last", last)
+        assert reader.identify(last, threshold=0.99)[0][0].name == "last"
+        writer.remove("last")
+        writer.enroll("newcomer", newcomer)  # takes the row ids (and identity id) "last" had
+        assert [m[0].name if m else None for m in reader.identify(newcomer, threshold=0.99)] == ["newcomer"] * 2
+        assert reader.identify(last, threshold=0.99) == [[], []]

@@ -1,0 +1,129 @@
+"""Safe outputs: temp name + rename, write errors are errors, --force only replaces what is ours."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from btnet_edge.errors import OutputError
+from btnet_edge.safe_io import (
+    atomic_path, atomic_write_text, check_file_target, check_replaceable_folder, replace_folder, unique_path,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
+    target = tmp_path / "out" / "results.json"
+    atomic_write_text(target, "one")
+    atomic_write_text(target, "two")
+    assert target.read_text() == "two"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["results.json"]
+
+
+def test_a_failure_mid_write_keeps_the_old_file(tmp_path):
+    target = tmp_path / "results.json"
+    target.write_text("previous results")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as temp:
+            temp.write_text("half")
+            raise RuntimeError("crash while writing")
+    assert target.read_text() == "previous results"
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_a_full_disk_is_an_error_and_keeps_the_old_file(tmp_path):
+    """A real write failure: the file size limit (RLIMIT_FSIZE) makes write() fail as a full disk does."""
+    target = tmp_path / "results.json"
+    target.write_text("previous results\n")
+    script = textwrap.dedent(f"""
+        import resource, signal, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from btnet_edge.errors import OutputError
+        from btnet_edge.safe_io import atomic_write_text
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+        try:
+            atomic_write_text({str(target)!r}, "x" * 100000)
+        except OutputError as exc:
+            print(exc)
+            sys.exit(3)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 3, result.stderr
+    assert "cannot write" in result.stdout and "previous file there is unchanged" in result.stdout
+    assert target.read_text() == "previous results\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_file_targets(tmp_path):
+    with pytest.raises(OutputError, match="is a folder; give a file name"):
+        check_file_target(tmp_path, "--json")
+    existing = tmp_path / "a.png"
+    existing.write_bytes(b"mine")
+    with pytest.raises(OutputError, match="exists; choose another name or pass --force"):
+        check_file_target(existing, "drawn image", force=False)
+    assert check_file_target(existing, force=True) == existing
+
+
+def test_force_replaces_only_our_folders_or_empty_ones(tmp_path, monkeypatch):
+    thesis = tmp_path / "thesis"
+    thesis.mkdir()
+    (thesis / "chapter1.tex").write_text("years of work")
+    with pytest.raises(OutputError, match="not empty; choose another folder or pass --force"):
+        check_replaceable_folder(thesis, False, "manifest.json", "--out")
+    with pytest.raises(OutputError, match="was not made by btnet-edge, so --force will not replace it"):
+        check_replaceable_folder(thesis, True, "manifest.json", "--out")
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "manifest.json").write_text("{}")
+    check_replaceable_folder(package, True, "manifest.json", "--out")
+    (tmp_path / "empty").mkdir()
+    check_replaceable_folder(tmp_path / "empty", False, "manifest.json", "--out")
+    monkeypatch.chdir(package)
+    for folder in (package, tmp_path):  # the current folder and its parents, even if they look like ours
+        with pytest.raises(OutputError, match="current folder or one of its parents"):
+            check_replaceable_folder(folder, True, "manifest.json", "--out")
+    weights = thesis / "model.pt"
+    weights.write_bytes(b"w")
+    monkeypatch.chdir(tmp_path / "empty")
+    with pytest.raises(OutputError, match="holds the input"):
+        check_replaceable_folder(thesis, True, "chapter1.tex", "--out", inputs=[weights])
+    with pytest.raises(OutputError, match="is a file"):
+        check_replaceable_folder(weights, True, "manifest.json", "--out")
+    assert (thesis / "chapter1.tex").read_text() == "years of work"
+
+
+def test_replace_folder_keeps_the_old_one_until_the_new_is_in_place(tmp_path):
+    old, new = tmp_path / "pkg", tmp_path / ".staging"
+    old.mkdir()
+    (old / "manifest.json").write_text("old")
+    new.mkdir()
+    (new / "manifest.json").write_text("new")
+    replace_folder(new, old)
+    assert (old / "manifest.json").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]
+
+
+def test_unique_paths():
+    taken: set[Path] = set()
+    names = [unique_path(Path("d") / "a.jpg", taken) for _ in range(3)]
+    assert [p.name for p in names] == ["a.jpg", "a-2.jpg", "a-3.jpg"]
+
+
+def test_build_dry_run_writes_nothing_without_out(tiny_package, tmp_path, monkeypatch, capsys):
+    from btnet_edge.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["build", str(tiny_package), "--target", "desktop-fp16", "--dry-run", "--trt-version", "8.6"]) == 0
+    assert "no file kept" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []
+    out = tmp_path / "engines"
+    assert main(["build", str(tiny_package), "--target", "desktop-fp16", "--dry-run", "--trt-version", "8.6",
+                 "--out", str(out)]) == 0
+    assert sorted(p.suffix for p in out.iterdir()) and all(p.suffix == ".onnx" for p in out.iterdir())

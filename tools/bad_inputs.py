@@ -1,0 +1,251 @@
+#!/usr/bin/env python3
+"""Bad inputs tried on every subcommand: how many were handled cleanly, and how much user data was lost.
+
+    python tools/bad_inputs.py [--json OUT]
+
+"Handled cleanly": a non-zero exit, exactly one ``btnet-edge CMD: error:`` line, no
+traceback, no internal error. "Data lost": any file that existed before the case
+(photos, a thesis folder, a previous results file, an enrolled gallery, the
+package) changed or vanished. tests/test_bad_inputs.py runs the same cases.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shlex
+import shutil
+import struct
+import sys
+import tempfile
+import zlib
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from btnet_edge.cli.main import main  # noqa: E402
+
+
+def _png_header(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 4096))
+
+
+def _tampered(package: Path, work: Path, name: str, change) -> Path:
+    copy = work / "tampered" / name
+    shutil.copytree(package, copy)
+    path = copy / "manifest.json"
+    data = json.loads(path.read_text())
+    change(data, copy)
+    path.write_text(json.dumps(data))
+    return copy
+
+
+def make_world(package: Path, work: Path) -> dict[str, Path]:
+    """User files the cases must not destroy, and broken inputs to try."""
+    from btnet_edge.package.loader import read_manifest
+    from btnet_edge.package.manifest import model_id
+    from btnet_edge.pipeline.gallery import Gallery
+
+    photos = work / "photos"
+    photos.mkdir(parents=True)
+    for i in range(2):
+        cv2.imwrite(str(photos / f"p{i}.jpg"), np.full((48, 64, 3), 60 + 50 * i, np.uint8))
+    (work / "thesis").mkdir()
+    (work / "cwd").mkdir()
+    (work / "cwd" / "keep.txt").write_text("the user's own file in the current folder\n")
+    (work / "thesis" / "thesis.tex").write_text("years of work\n")
+    (work / "results.json").write_text('{"images": ["an earlier run"]}\n')
+    (work / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (work / "bomb.png").write_bytes(_png_header(30000, 30000))
+    (work / "notes.txt").write_text("x\n")
+    (work / "bad.toml").write_text("this is = = not toml\n")
+    manifest = read_manifest(package)
+    with Gallery(work / "gallery.db", embedding_size=manifest.embedding_size, model_id=model_id(manifest)) as gallery:
+        gallery.enroll("ada", np.eye(manifest.embedding_size, dtype=np.float32)[:2])
+    with Gallery(work / "other.db", embedding_size=manifest.embedding_size, model_id="r50:trunk-sha256:0") as g:
+        g.enroll("bob", np.eye(manifest.embedding_size, dtype=np.float32)[:1])
+    tamper = {
+        "opset_words": lambda d, p: d.update(opset="seventeen"),
+        "std_nan": lambda d, p: d["preprocess"].update(std=[float("nan"), 1.0, 1.0]),
+        "flip_string": lambda d, p: d["preprocess"].update(flip_tta="false"),
+        "huge_resolution": lambda d, p: d["branches"][0].update(resolution=100000),
+        "negative_embedding": lambda d, p: d.update(embedding_size=-1),
+        "int_for_list": lambda d, p: d["trunk"].update(inputs=3),
+        "swapped_trunk": lambda d, p: shutil.copyfile(p / "branch_7.onnx", p / "trunk.onnx"),
+    }
+    paths = {name: _tampered(package, work, name, change) for name, change in tamper.items()}
+    return {"photos": photos, **paths}
+
+
+def cases(package: Path, work: Path, lines: list[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
+    """(label, command line) pairs; {PKG}, {W} (the work folder) and tampered package paths are filled in."""
+    t = {name: work / "tampered" / name for name in ("opset_words", "std_nan", "flip_string", "huge_resolution",
+                                                      "negative_embedding", "int_for_list", "swapped_trunk")}
+    lines = lines or [
+        ("run: stride 0", "run {PKG} {W}/photos --stride 0"),
+        ("run: negative max-frames", "run {PKG} {W}/photos --max-frames -1"),
+        ("run: --json is a folder", "run {PKG} {W}/photos --json {W}/photos"),
+        ("run: --json is the input photo", "run {PKG} {W}/photos/p0.jpg --json {W}/photos/p0.jpg"),
+        ("run: --draw is a file", "run {PKG} {W}/photos --draw {W}/notes.txt"),
+        ("run: --draw is the inputs' folder", "run {PKG} {W}/photos --draw {W}/photos"),
+        ("run: --draw is a parent of the inputs", "run {PKG} {W}/photos --draw {W}"),
+        ("run: --draw holds a file of the same name", "run {PKG} {W}/photos/p0.jpg --draw {W}/photos_drawn_clash"),
+        ("run: unreadable image (others kept)", "run {PKG} {W}/photos {W}/broken.jpg --json {W}/run_partial.json"),
+        ("run: decompression bomb", "run {PKG} {W}/bomb.png --json {W}/run_bomb.json"),
+        ("run: missing file", "run {PKG} {W}/missing.jpg --json {W}/run_missing.json"),
+        ("run: package is a file", "run {W}/notes.txt {W}/photos"),
+        ("run: package is a folder of photos", "run {W}/photos {W}/photos"),
+        ("run: gallery of another model", "run {PKG} {W}/photos --gallery {W}/other.db"),
+        ("run: gallery is a text file", "run {PKG} {W}/photos --gallery {W}/notes.txt"),
+        ("run: gallery missing", "run {PKG} {W}/photos --gallery {W}/nothere.db"),
+        ("run: detector missing", "run {PKG} {W}/photos --detector {W}/nothere.onnx"),
+        ("run: unknown device", "run {PKG} {W}/photos --device tpu"),
+        ("run: negative threads", "run {PKG} {W}/photos --threads -2"),
+        ("run: detection threshold 5", "run {PKG} {W}/photos --det-threshold 5"),
+        ("run: tensorrt without engines", "run {PKG} {W}/photos --backend tensorrt"),
+        ("run: opset in words", f"run {t['opset_words']} {{W}}/photos"),
+        ("run: std NaN", f"run {t['std_nan']} {{W}}/photos"),
+        ("run: flip_tta as a string", f"run {t['flip_string']} {{W}}/photos"),
+        ("run: resolution 100000", f"run {t['huge_resolution']} {{W}}/photos"),
+        ("run: embedding_size -1", f"run {t['negative_embedding']} {{W}}/photos"),
+        ("run: int where a list belongs", f"run {t['int_for_list']} {{W}}/photos"),
+        ("run: graph swapped", f"run {t['swapped_trunk']} {{W}}/photos"),
+        ("export: --out . --force", "export --arch test_btnet --out . --force --quiet"),
+        ("export: --out .. --force", "export --arch test_btnet --out .. --force --quiet"),
+        ("run: --draw . (the current folder)", "run {PKG} {W}/photos --draw ."),
+        ("export: --force over a thesis", "export --arch test_btnet --out {W}/thesis --force --quiet"),
+        ("export: --out over a package without --force", "export --arch test_btnet --out {PKG} --quiet"),
+        ("export: --out is a file", "export --arch test_btnet --out {W}/notes.txt --quiet"),
+        ("export: std 0", "export --arch test_btnet --out {W}/new_pkg --std 0,0,0 --quiet"),
+        ("export: std nan", "export --arch test_btnet --out {W}/new_pkg --std nan,1,1 --quiet"),
+        ("export: mean of two", "export --arch test_btnet --out {W}/new_pkg --mean 1,2 --quiet"),
+        ("export: resolution 100000", "export --arch test_btnet --out {W}/new_pkg --resolutions 100000 --quiet"),
+        ("export: resolutions in words", "export --arch test_btnet --out {W}/new_pkg --resolutions abc --quiet"),
+        ("export: trunk is a text file", "export --arch test_btnet --out {W}/new_pkg --trunk {W}/notes.txt --quiet"),
+        ("export: trunk missing", "export --arch test_btnet --out {W}/new_pkg --trunk {W}/nothere.pt --quiet"),
+        ("info: not a package", "info {W}/photos"),
+        ("info: opset in words", f"info {t['opset_words']}"),
+        ("info: graph swapped", f"info {t['swapped_trunk']}"),
+        ("enroll: empty name", "enroll {PKG} {W}/photos --gallery {W}/gallery.db --name ''"),
+        ("enroll: gallery is a folder", "enroll {PKG} {W}/photos --gallery {W}/photos --name x"),
+        ("enroll: no face", "enroll {PKG} {W}/photos --gallery {W}/gallery.db --name x"),
+        ("enroll: gallery of another model", "enroll {PKG} {W}/photos --gallery {W}/other.db --name x"),
+        ("gallery: missing", "gallery {W}/nothere.db"),
+        ("gallery: not a gallery", "gallery {W}/notes.txt"),
+        ("gallery: threshold 5", "gallery {W}/gallery.db --threshold 5"),
+        ("gallery: remove unknown name", "gallery {W}/gallery.db --remove nobody"),
+        ("build: unknown target", "build {PKG} --target nope --dry-run"),
+        ("build: target not TOML", "build {PKG} --target {W}/bad.toml --dry-run"),
+        ("build: --json is a folder", "build {PKG} --target desktop-fp16 --dry-run --json {W}/photos"),
+        ("build: --json over the manifest", "build {PKG} --target desktop-fp16 --dry-run --json {PKG}/manifest.json"),
+        ("build: --out is a file", "build {PKG} --target desktop-fp16 --dry-run --out {W}/notes.txt"),
+        ("build: no TensorRT", "build {PKG} --target desktop-fp16 --out {W}/engines"),
+        ("build: TensorRT version in words", "build {PKG} --target desktop-fp16 --dry-run --trt-version abc"),
+        ("check: engines folder missing", "check {PKG} --engines {W}/nothere"),
+        ("check: zero samples", "check {PKG} --engines {W}/nothere --samples 0"),
+        ("eval-pairs: pairs missing", "eval-pairs {PKG} --pairs {W}/nothere.csv"),
+        ("eval-pairs: pairs not a table", "eval-pairs {PKG} --pairs {W}/notes.txt"),
+        ("eval-ident: folders without identities", "eval-ident {PKG} --gallery-dir {W}/thesis --probes-dir {W}/thesis"),
+        ("train-branches: batch size 0", "train-branches {PKG} --images {W}/photos --out {W}/t --batch-size 0"),
+        ("train-branches: save every 0", "train-branches {PKG} --images {W}/photos --out {W}/t --save-every 0"),
+        ("train-branches: lr -1", "train-branches {PKG} --images {W}/photos --out {W}/t --lr -1"),
+        ("train-branches: images missing", "train-branches {PKG} --images {W}/nothere --out {W}/t --steps 1"),
+        ("train-branches: --out . --force", "train-branches {PKG} --images {W}/photos --out . --force --steps 1"),
+        ("train-branches: --out over a thesis", "train-branches {PKG} --images {W}/photos --out {W}/thesis --force"),
+        ("bench: batch 0", "bench {PKG} --batch 0 --quiet"),
+        ("bench: unknown resolution", "bench {PKG} --resolutions 5 --quiet"),
+        ("bench: repeats 0", "bench {PKG} --repeats 0 --quiet"),
+        ("bench-gallery: zero embeddings", "bench-gallery --embeddings 0"),
+        ("bench-gallery: --json is a folder", "bench-gallery --embeddings 10 --json {W}/photos --quiet"),
+    ]
+    return [(label, line.replace("{PKG}", shlex.quote(str(package))).replace("{W}", shlex.quote(str(work))))
+            for label, line in lines]
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def run_case(line: str) -> tuple[int, str]:
+    err, out = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+            code = main(shlex.split(line))
+    except SystemExit as exc:  # argparse: usage and one error line, exit 2
+        code = int(exc.code or 0)
+    except BaseException as exc:  # noqa: BLE001 - a traceback is exactly what is being counted
+        return -1, f"Traceback: {type(exc).__name__}: {exc}"
+    return code, err.getvalue()
+
+
+def clean(code: int, stderr: str, command: str) -> bool:
+    errors = [line for line in stderr.splitlines() if f"btnet-edge {command}: error:" in line]
+    return code not in (0, -1) and len(errors) == 1 and "Traceback" not in stderr and "internal error" not in stderr
+
+
+def run_all(package: Path, work: Path, lines: list[tuple[str, str]] | None = None) -> list[dict]:
+    """Every case (or ``lines``) in ``work`` (made here) against ``package``: one row per case."""
+    make_world(package, work)
+    (work / "photos_drawn_clash").mkdir()
+    (work / "photos_drawn_clash" / "p0.jpg").write_bytes(b"someone else's drawing")
+    guarded = [package, work]
+    rows = []
+    with contextlib.chdir(work / "cwd"):
+        for label, line in cases(package, work, lines):
+            before = {str(g): _snapshot(g) for g in guarded}
+            code, stderr = run_case(line)
+            lost = sum(1 for g in guarded for name, data in before[str(g)].items()
+                       if not Path(name).is_file() or Path(name).read_bytes() != data)
+            command = shlex.split(line)[0]
+            rows.append({"case": label, "command": line, "exit": code, "clean": clean(code, stderr, command),
+                         "files_lost": lost, "message": _message(stderr)})
+    return rows
+
+
+def _message(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    errors = [line for line in lines if ": error:" in line or "Traceback" in line]
+    return (errors or lines or [""])[-1][:300]
+
+
+def summary(rows: list[dict]) -> dict:
+    return {"tried": len(rows), "handled_cleanly": sum(r["clean"] for r in rows),
+            "files_lost": sum(r["files_lost"] for r in rows)}
+
+
+def main_tool(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, help="write every row and the summary as JSON here")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="btnet-bad-inputs-") as scratch:
+        package = Path(scratch) / "pkg"
+        with contextlib.redirect_stdout(io.StringIO()):
+            if main(["export", "--arch", "test_btnet", "--out", str(package), "--quiet", "--no-parity"]) != 0:
+                raise SystemExit("cannot export the test package")
+        rows = run_all(package, Path(scratch) / "work")
+    width = max(len(r["case"]) for r in rows)
+    for r in rows:
+        print(f"{r['case']:<{width}}  exit {r['exit']:>3}  {'clean' if r['clean'] else 'NOT CLEAN'}  "
+              f"lost {r['files_lost']}  {r['message'][:110]}")
+    totals = summary(rows)
+    print(f"\nbad inputs tried {totals['tried']}, handled cleanly {totals['handled_cleanly']}, "
+          f"files lost {totals['files_lost']}")
+    if args.json:
+        from btnet_edge.safe_io import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps({"summary": totals, "rows": rows}, indent=2) + "\n")
+    return 0 if totals["handled_cleanly"] == totals["tried"] and totals["files_lost"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main_tool(sys.argv[1:]))
