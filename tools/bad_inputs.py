@@ -165,6 +165,16 @@ def cases(package: Path, work: Path, lines: list[tuple[str, str]] | None = None)
         ("bench: repeats 0", "bench {PKG} --repeats 0 --quiet"),
         ("bench-gallery: zero embeddings", "bench-gallery --embeddings 0"),
         ("bench-gallery: --json is a folder", "bench-gallery --embeddings 10 --json {W}/photos --quiet"),
+        ("serve: package is a file", "serve {W}/notes.txt"),
+        ("serve: gallery missing", "serve {PKG} --gallery {W}/nothere.db"),
+        ("serve: gallery of another model", "serve {PKG} --gallery {W}/other.db"),
+        ("serve: zero front-ends", "serve {PKG} --frontends 0"),
+        ("bench-serve: images missing", "bench-serve {PKG} --images {W}/nothere.jpg"),
+        ("bench-serve: zero clients", "bench-serve {PKG} --images {W}/photos --clients 0"),
+        ("export-triton: --force over a thesis", "export-triton {PKG} --out {W}/thesis --force"),
+        ("export-triton: not a package", "export-triton {W}/photos --out {W}/triton"),
+        ("export-triton: --out is a file", "export-triton {PKG} --out {W}/notes.txt"),
+        ("export-triton: max batch 0", "export-triton {PKG} --out {W}/triton --max-batch 0"),
     ]
     return [(label, line.replace("{PKG}", shlex.quote(str(package))).replace("{W}", shlex.quote(str(work))))
             for label, line in lines]
