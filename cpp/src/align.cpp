@@ -1,0 +1,92 @@
+#include "btnet_edge/align.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include <opencv2/imgproc.hpp>
+
+namespace btnet_edge {
+namespace {
+
+constexpr double kAreaBelowScale = 0.8;  // warps shrinking more than this are pre-reduced with INTER_AREA
+
+cv::Mat warp(const cv::Mat& image, cv::Mat matrix, int size) {
+  const double scale = std::sqrt(std::abs(cv::determinant(matrix.colRange(0, 2))));
+  cv::Mat source = image;
+  if (scale < kAreaBelowScale) {
+    cv::Mat inverse;
+    cv::invertAffineTransform(matrix, inverse);
+    double xmin = 1e300, ymin = 1e300, xmax = -1e300, ymax = -1e300;
+    for (const auto& [cx, cy] : {std::pair<int, int>{0, 0}, {size, 0}, {0, size}, {size, size}}) {
+      const double x = inverse.at<double>(0, 0) * cx + inverse.at<double>(0, 1) * cy + inverse.at<double>(0, 2);
+      const double y = inverse.at<double>(1, 0) * cx + inverse.at<double>(1, 1) * cy + inverse.at<double>(1, 2);
+      xmin = std::min(xmin, x), xmax = std::max(xmax, x), ymin = std::min(ymin, y), ymax = std::max(ymax, y);
+    }
+    const int x0 = static_cast<int>(std::max(std::floor(xmin) - 2, 0.0));
+    const int y0 = static_cast<int>(std::max(std::floor(ymin) - 2, 0.0));
+    const int x1 = static_cast<int>(std::min(std::ceil(xmax) + 2, static_cast<double>(image.cols)));
+    const int y1 = static_cast<int>(std::min(std::ceil(ymax) + 2, static_cast<double>(image.rows)));
+    if (x1 - x0 >= 2 && y1 - y0 >= 2) {
+      // std::nearbyint rounds half to even, as Python's round() does.
+      const int new_w = std::max(1, static_cast<int>(std::nearbyint((x1 - x0) * scale)));
+      const int new_h = std::max(1, static_cast<int>(std::nearbyint((y1 - y0) * scale)));
+      cv::Mat reduced;
+      cv::resize(image(cv::Rect(x0, y0, x1 - x0, y1 - y0)), reduced, cv::Size(new_w, new_h), 0, 0, cv::INTER_AREA);
+      const double sx = static_cast<double>(new_w) / (x1 - x0), sy = static_cast<double>(new_h) / (y1 - y0);
+      // p_image = p_reduced / s + origin  ->  matrix composed with that map
+      cv::Mat to_image = (cv::Mat_<double>(3, 3) << 1 / sx, 0, x0, 0, 1 / sy, y0, 0, 0, 1);
+      matrix = matrix * to_image;
+      source = reduced;
+    }
+  }
+  cv::Mat out;
+  cv::warpAffine(source, out, matrix, cv::Size(size, size), cv::INTER_LINEAR, cv::BORDER_CONSTANT, cv::Scalar(0));
+  return out;
+}
+
+}  // namespace
+
+cv::Mat similarity_transform(const std::array<double, 10>& src, const std::array<double, 10>& dst) {
+  double src_mean[2] = {0, 0}, dst_mean[2] = {0, 0};
+  for (int i = 0; i < 5; ++i)
+    for (int k = 0; k < 2; ++k) src_mean[k] += src[2 * i + k] / 5, dst_mean[k] += dst[2 * i + k] / 5;
+  cv::Mat covariance = cv::Mat::zeros(2, 2, CV_64F);
+  double variance = 0;
+  for (int i = 0; i < 5; ++i) {
+    const double s[2] = {src[2 * i] - src_mean[0], src[2 * i + 1] - src_mean[1]};
+    const double d[2] = {dst[2 * i] - dst_mean[0], dst[2 * i + 1] - dst_mean[1]};
+    for (int r = 0; r < 2; ++r)
+      for (int c = 0; c < 2; ++c) covariance.at<double>(r, c) += d[r] * s[c] / 5;
+    variance += (s[0] * s[0] + s[1] * s[1]) / 5;
+  }
+  cv::Mat singular, u, vt;
+  cv::SVD::compute(covariance, singular, u, vt);
+  cv::Mat d = cv::Mat::eye(2, 2, CV_64F);
+  if (cv::determinant(u) * cv::determinant(vt) < 0) d.at<double>(1, 1) = -1;
+  const cv::Mat rotation = u * d * vt;
+  const double scale = variance > 0 ? (singular.at<double>(0) * d.at<double>(0, 0) +
+                                       singular.at<double>(1) * d.at<double>(1, 1)) / variance
+                                    : 1.0;
+  cv::Mat matrix(2, 3, CV_64F);
+  for (int r = 0; r < 2; ++r) {
+    matrix.at<double>(r, 0) = scale * rotation.at<double>(r, 0);
+    matrix.at<double>(r, 1) = scale * rotation.at<double>(r, 1);
+    matrix.at<double>(r, 2) = dst_mean[r] - scale * (rotation.at<double>(r, 0) * src_mean[0] +
+                                                     rotation.at<double>(r, 1) * src_mean[1]);
+  }
+  return matrix;
+}
+
+std::array<double, 10> template_for(int size) {
+  std::array<double, 10> out{};
+  for (int i = 0; i < 10; ++i) out[i] = kArcfaceTemplate112[i] * (static_cast<double>(size) / kTemplateSize);
+  return out;
+}
+
+cv::Mat align_face(const cv::Mat& image, const std::array<float, 10>& kps, int size) {
+  std::array<double, 10> src{};
+  std::copy(kps.begin(), kps.end(), src.begin());
+  return warp(image, similarity_transform(src, template_for(size)), size);
+}
+
+}  // namespace btnet_edge
