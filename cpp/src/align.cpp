@@ -10,6 +10,38 @@ namespace {
 
 constexpr double kAreaBelowScale = 0.8;  // warps shrinking more than this are pre-reduced with INTER_AREA
 
+// Bilinear warp computed in float32 with a black constant border: what cv::warpAffine(INTER_LINEAR) computes
+// since OpenCV 4.11/5 (the Python wheel's), while older builds (Debian's 4.6, JetPack's 4.5-4.8) use 5-bit
+// fixed-point weights that move pixels by 1 and embeddings by ~1e-3 in cosine. Written out, the C++ crops
+// do not depend on the OpenCV version they are built with.
+cv::Mat bilinear_warp(const cv::Mat& image, const cv::Mat& matrix, int size) {
+  cv::Mat inverse;
+  cv::invertAffineTransform(matrix, inverse);
+  const float m00 = static_cast<float>(inverse.at<double>(0, 0)), m01 = static_cast<float>(inverse.at<double>(0, 1));
+  const float m02 = static_cast<float>(inverse.at<double>(0, 2)), m10 = static_cast<float>(inverse.at<double>(1, 0));
+  const float m11 = static_cast<float>(inverse.at<double>(1, 1)), m12 = static_cast<float>(inverse.at<double>(1, 2));
+  cv::Mat out(size, size, CV_8UC3);
+  const int w = image.cols, h = image.rows;
+  auto pixel = [&](int y, int x, int c) -> float {
+    return (x < 0 || y < 0 || x >= w || y >= h) ? 0.0f : static_cast<float>(image.ptr<uint8_t>(y)[3 * x + c]);
+  };
+  for (int y = 0; y < size; ++y) {
+    uint8_t* row = out.ptr<uint8_t>(y);
+    for (int x = 0; x < size; ++x) {
+      const float sx = m00 * x + m01 * y + m02, sy = m10 * x + m11 * y + m12;
+      const float fx = std::floor(sx), fy = std::floor(sy);
+      const int x0 = static_cast<int>(fx), y0 = static_cast<int>(fy);
+      const float ax = sx - fx, ay = sy - fy;
+      for (int c = 0; c < 3; ++c) {
+        const float top = pixel(y0, x0, c) * (1 - ax) + pixel(y0, x0 + 1, c) * ax;
+        const float bottom = pixel(y0 + 1, x0, c) * (1 - ax) + pixel(y0 + 1, x0 + 1, c) * ax;
+        row[3 * x + c] = cv::saturate_cast<uint8_t>(top * (1 - ay) + bottom * ay);
+      }
+    }
+  }
+  return out;
+}
+
 cv::Mat warp(const cv::Mat& image, cv::Mat matrix, int size) {
   const double scale = std::sqrt(std::abs(cv::determinant(matrix.colRange(0, 2))));
   cv::Mat source = image;
@@ -39,9 +71,7 @@ cv::Mat warp(const cv::Mat& image, cv::Mat matrix, int size) {
       source = reduced;
     }
   }
-  cv::Mat out;
-  cv::warpAffine(source, out, matrix, cv::Size(size, size), cv::INTER_LINEAR, cv::BORDER_CONSTANT, cv::Scalar(0));
-  return out;
+  return bilinear_warp(source, matrix, size);
 }
 
 }  // namespace

@@ -101,7 +101,7 @@ std::unique_ptr<FaceDetector> create_detector(const std::filesystem::path& model
                                               const DetectorOptions& options) {
   if (!std::filesystem::is_regular_file(model))
     throw ConfigError("detector model not found: " + model.string() +
-                      " (the default RetinaFace: python -m btnet_edge.cli.main export-detector, see README)");
+                      " (write the default RetinaFace with `python cpp/scripts/write_retinaface_onnx.py retinaface.onnx`)");
   if (kind.empty()) {
     std::string lower = model.filename().string();
     std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
