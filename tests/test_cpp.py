@@ -217,3 +217,22 @@ def test_cpp_bad_inputs_give_one_line_errors(cpp_app, mfn_package, retinaface_on
     with Gallery(other, embedding_size=128, model_id="mobilefacenet:trunk-sha256:0000000000000000") as gallery:
         gallery.enroll("someone", np.ones(128, np.float32))
     fails(mfn_package, photo, *det, "--gallery", other, says="was enrolled with model")
+
+
+@pytest.mark.fixtures
+@needs_fixtures(SCENES)
+def test_bench_cpp_reports_both_runtimes(cpp_app, mfn_package, mixed_frames, tmp_path):
+    from btnet_edge.cli.main import main
+
+    out = tmp_path / "bench.json"
+    frames = [mixed_frames[0], mixed_frames[-2]]
+    assert main(["bench-cpp", str(mfn_package), *map(str, frames), "--app", str(cpp_app), "--repeats", "1",
+                 "--threads", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [Path(r["frame"]).name for r in report["rows"]] == [f.name for f in frames]
+    for row in report["rows"]:
+        assert row["faces"] == 6
+        assert row["python_ms_per_frame"] > 0 and row["cpp_ms_per_frame"] > 0
+        assert row["cpp_ms_per_face"] == pytest.approx(row["cpp_ms_per_frame"] / 6)
+    assert report["stage_ms_per_frame"]["cpp"]["detect"] > 0
+    assert main(["bench-cpp", str(mfn_package), str(frames[0]), "--app", str(tmp_path / "none")]) == 1

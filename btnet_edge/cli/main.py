@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "eval-ident": "eval_ident",
     "train-branches": "train_branches",
     "bench": "bench",
+    "bench-cpp": "bench_cpp",
 }
 
 log = logging.getLogger("btnet_edge")

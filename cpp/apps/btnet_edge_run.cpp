@@ -151,15 +151,20 @@ int run(int argc, char** argv) {
     recognizer.set_gallery(std::make_shared<btnet_edge::Gallery>(
         args.gallery, btnet_edge::gallery_model_id(recognizer.manifest()), recognizer.manifest().embedding_size));
   nlohmann::json images = nlohmann::json::array();
-  double timed_s = 0;
+  double timed_s = 0, stages[5] = {0, 0, 0, 0, 0};  // detect, align, branches, trunk, gallery seconds
   int timed_frames = 0, timed_faces = 0;
   auto process = [&](const std::string& source, const cv::Mat& image, int frame_index) {
     std::vector<btnet_edge::Face> faces = recognizer.get(image);  // also the warm-up of a timed frame
     nlohmann::json entry = {{"path", source}, {"faces", nlohmann::json::array()}};
     if (args.repeat > 0) {
+      const btnet_edge::StageTimes before = recognizer.times;
       const auto start = Clock::now();
       for (int i = 0; i < args.repeat; ++i) recognizer.get(image);
       const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+      const btnet_edge::StageTimes& after = recognizer.times;
+      stages[0] += after.detect - before.detect, stages[1] += after.align - before.align;
+      stages[2] += after.branches - before.branches, stages[3] += after.trunk - before.trunk;
+      stages[4] += after.gallery - before.gallery;
       entry["ms_per_frame"] = 1e3 * seconds / args.repeat;
       timed_s += seconds;
       timed_frames += args.repeat;
@@ -192,6 +197,8 @@ int run(int argc, char** argv) {
                           {"seconds", timed_s},
                           {"ms_per_frame", 1e3 * timed_s / std::max(timed_frames, 1)},
                           {"ms_per_face", timed_faces ? 1e3 * timed_s / timed_faces : 0.0}};
+    const char* names[] = {"detect", "align", "branches", "trunk", "gallery"};
+    for (int i = 0; i < 5; ++i) document["timing"]["stage_ms_per_frame"][names[i]] = 1e3 * stages[i] / std::max(timed_frames, 1);
   }
   write_text(args.json, document.dump(2));
   return 0;
