@@ -211,6 +211,10 @@ def test_cpp_bad_inputs_give_one_line_errors(cpp_app, mfn_package, retinaface_on
     fails(mfn_package, photo, says="--detector is required")
     fails(mfn_package, photo, "--detector", tmp_path / "none.onnx", says="detector model not found")
     fails(mfn_package, photo, *det, "--device", "tpu", says="unknown device")
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        fails(mfn_package, photo, *det, "--device", "cuda", says="has no CUDAExecutionProvider here")
     other = tmp_path / "other.db"
     from btnet_edge.pipeline.gallery import Gallery
 

@@ -1,5 +1,6 @@
 #include "btnet_edge/runner.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <numeric>
 
@@ -19,6 +20,12 @@ std::string available_providers() {
 }
 
 void add_provider(Ort::SessionOptions& options, const std::string& device) {
+  const std::string wanted = device == "cuda" ? "CUDAExecutionProvider" : "TensorrtExecutionProvider";
+  const std::vector<std::string> available = Ort::GetAvailableProviders();
+  if (device != "cpu" && std::find(available.begin(), available.end(), wanted) == available.end() &&
+      (device == "cuda" || device == "tensorrt"))
+    throw BackendError("ONNX Runtime has no " + wanted + " here (available: " + available_providers() +
+                       "); build against ONNX Runtime GPU (onnxruntime-gpu, or the Jetson build) or use --device cpu");
   try {
     if (device == "cuda") {
       OrtCUDAProviderOptions cuda{};
@@ -44,11 +51,17 @@ void add_provider(Ort::SessionOptions& options, const std::string& device) {
 }  // namespace
 
 Ort::Env& ort_env() {
+  // A library older than the headers serves no API table for their version: say so instead of crashing.
+  if (OrtGetApiBase()->GetApi(ORT_API_VERSION) == nullptr)
+    throw BackendError(std::string("the ONNX Runtime library (") + OrtGetApiBase()->GetVersionString() +
+                       ") is older than the headers this was built with (C API " + std::to_string(ORT_API_VERSION) +
+                       "); rebuild with that library's own headers (cpp/scripts/make_ort_sdk.sh, ORT_HEADERS_DIR)");
   static Ort::Env env(ORT_LOGGING_LEVEL_ERROR, "btnet-edge");
   return env;
 }
 
 Session::Session(const std::filesystem::path& model, const SessionOptions& options) : model_(model) {
+  Ort::Env& env = ort_env();  // first: it checks the library serves the headers' API version
   Ort::SessionOptions session_options;
   session_options.SetLogSeverityLevel(3);
   // Idle workers must not spin: the pipeline chains sessions (detector, branches, trunk) on few cores.
@@ -60,7 +73,7 @@ Session::Session(const std::filesystem::path& model, const SessionOptions& optio
   }
   add_provider(session_options, options.device);
   try {
-    session_ = std::make_unique<Ort::Session>(ort_env(), model.c_str(), session_options);
+    session_ = std::make_unique<Ort::Session>(env, model.c_str(), session_options);
   } catch (const Ort::Exception& exc) {
     throw BackendError("ONNX Runtime cannot load " + model.string() + ": " + exc.what());
   }
