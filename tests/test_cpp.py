@@ -25,6 +25,7 @@ APP = BUILD / "btnet-edge-run"
 SCENES = FIXTURES / "images" / "scenes"
 PEOPLE = FIXTURES / "images" / "people"
 SCRFD = FIXTURES / "models" / "scrfd_500m_kps.onnx"
+YUNET = FIXTURES / "models" / "yunet_s_640_640.onnx"
 MIN_COSINE = 0.9999
 
 
@@ -130,15 +131,18 @@ def test_cpp_embeddings_equal_python(cpp_app, mfn_package, retinaface_onnx, mixe
 
 
 @pytest.mark.fixtures
-@needs_fixtures(SCENES, SCRFD)
-def test_cpp_scrfd_detector_equals_python(cpp_app, mfn_package, mixed_frames, tmp_path):
+@pytest.mark.parametrize("detector", [SCRFD, YUNET], ids=["scrfd", "yunet"])
+def test_cpp_other_detectors_equal_python(cpp_app, mfn_package, mixed_frames, tmp_path, detector):
+    """SCRFD and YuNet files give the same faces and embeddings in both runtimes (YuNet decoded by us in C++)."""
     from btnet_edge import Recognizer
     from btnet_edge.pipeline.detect import create_detector
     from btnet_edge.pipeline.image import read_image
 
+    if not detector.exists():
+        pytest.skip(f"fixtures absent: {detector} (set BTNET_FIXTURES)")
     frames = mixed_frames[:1] + mixed_frames[-3:-1]
-    document = _cpp_json(cpp_app, mfn_package, frames, SCRFD, tmp_path, "--embeddings")
-    with Recognizer(mfn_package, detector=create_detector(SCRFD)) as recognizer:
+    document = _cpp_json(cpp_app, mfn_package, frames, detector, tmp_path, "--embeddings")
+    with Recognizer(mfn_package, detector=create_detector(detector)) as recognizer:
         for path, entry in zip(frames, document["images"]):
             faces = recognizer.get(read_image(path))
             assert faces, f"SCRFD should find faces in {path.name}"

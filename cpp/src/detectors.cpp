@@ -3,6 +3,8 @@
 
 #include <cmath>
 
+#include <opencv2/core.hpp>
+
 #include "btnet_edge/errors.hpp"
 
 namespace btnet_edge {
@@ -140,33 +142,65 @@ YuNetDetector::YuNetDetector(const std::filesystem::path& model, const DetectorO
   if (options.device != "cpu")
     throw ConfigError("YuNet runs through OpenCV's DNN on the CPU; device '" + options.device + "' is not supported");
   try {
-    net_ = cv::FaceDetectorYN::create(model.string(), "", cv::Size(640, 640), score_threshold_, options.nms_threshold,
-                                      kYunetTopK);
+    net_ = cv::dnn::readNet(model.string());
   } catch (const cv::Exception& exc) {
     throw BackendError("OpenCV cannot load " + model.string() + " as a YuNet model: " + exc.what());
   }
+  if (options.threads > 0) cv::setNumThreads(options.threads);
 }
 
 std::vector<Detection> YuNetDetector::candidates(const cv::Mat& img) {
-  net_->setInputSize(img.size());
-  cv::Mat rows;
+  static const std::vector<std::string> names = {"cls_8", "cls_16", "cls_32", "obj_8", "obj_16", "obj_32",
+                                                 "bbox_8", "bbox_16", "bbox_32", "kps_8", "kps_16", "kps_32"};
+  const int ph = padded(img.rows), pw = padded(img.cols);
+  cv::Mat input;  // black padding at the bottom and right: coordinates stay those of the frame
+  cv::copyMakeBorder(img, input, 0, ph - img.rows, 0, pw - img.cols, cv::BORDER_CONSTANT, cv::Scalar(0, 0, 0));
+  std::vector<cv::Mat> out;
   try {
-    net_->detect(img, rows);
+    net_.setInput(cv::dnn::blobFromImage(input));  // BGR, no scaling, no mean: YuNet's own convention
+    net_.forward(out, names);
   } catch (const cv::Exception& exc) {
-    throw BackendError(std::string("OpenCV's YuNet failed on a ") + std::to_string(img.cols) + "x" +
-                       std::to_string(img.rows) + " frame: " + exc.what());
+    throw BackendError(std::string("OpenCV's DNN cannot run this YuNet graph (it needs outputs cls/obj/bbox/kps "
+                                   "per stride 8, 16, 32): ") + exc.what());
   }
   std::vector<Detection> found;
-  for (int r = 0; r < rows.rows; ++r) {
-    const float* v = rows.ptr<float>(r);
-    if (v[14] < score_threshold_) continue;
-    Detection det;
-    det.bbox = {v[0], v[1], v[0] + v[2], v[1] + v[3]};
-    std::copy(v + 4, v + 14, det.kps.begin());
-    det.score = v[14];
-    found.push_back(det);
+  std::vector<cv::Rect> boxes;
+  std::vector<float> scores;
+  for (int level = 0; level < 3; ++level) {
+    const int stride = kStrides[level], cols = pw / stride, rows = ph / stride;
+    const float* cls = out[level].ptr<float>();
+    const float* obj = out[level + 3].ptr<float>();
+    const float* box = out[level + 6].ptr<float>();
+    const float* kps = out[level + 9].ptr<float>();
+    if (out[level].total() != static_cast<size_t>(rows) * cols)
+      throw BackendError("YuNet output " + names[level] + " has " + std::to_string(out[level].total()) +
+                         " values for a " + std::to_string(cols) + "x" + std::to_string(rows) + " grid");
+    for (int r = 0; r < rows; ++r)
+      for (int c = 0; c < cols; ++c) {
+        const size_t i = static_cast<size_t>(r) * cols + c;
+        const float score = std::sqrt(std::clamp(cls[i], 0.0f, 1.0f) * std::clamp(obj[i], 0.0f, 1.0f));
+        if (score < score_threshold_) continue;
+        const float cx = (c + box[4 * i]) * stride, cy = (r + box[4 * i + 1]) * stride;
+        const float w = std::exp(box[4 * i + 2]) * stride, h = std::exp(box[4 * i + 3]) * stride;
+        const float x1 = cx - w / 2.0f, y1 = cy - h / 2.0f;
+        Detection det;
+        det.bbox = {x1, y1, x1 + w, y1 + h};
+        for (int n = 0; n < 5; ++n) {
+          det.kps[2 * n] = (kps[10 * i + 2 * n] + c) * stride;
+          det.kps[2 * n + 1] = (kps[10 * i + 2 * n + 1] + r) * stride;
+        }
+        det.score = score;
+        found.push_back(det);
+        boxes.emplace_back(static_cast<int>(x1), static_cast<int>(y1), static_cast<int>(w), static_cast<int>(h));
+        scores.push_back(score);
+      }
   }
-  return found;
+  if (found.size() <= 1) return found;
+  std::vector<int> keep;
+  cv::dnn::NMSBoxes(boxes, scores, score_threshold_, options_.nms_threshold, keep, 1.0f, kYunetTopK);
+  std::vector<Detection> kept;
+  for (int index : keep) kept.push_back(found[static_cast<size_t>(index)]);
+  return kept;
 }
 
 }  // namespace btnet_edge

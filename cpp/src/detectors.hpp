@@ -6,7 +6,7 @@
 #include <memory>
 #include <vector>
 
-#include <opencv2/objdetect.hpp>
+#include <opencv2/dnn.hpp>
 
 #include "btnet_edge/detect.hpp"
 
@@ -39,7 +39,10 @@ class ScrfdDetector : public FaceDetector {
   std::map<int, std::vector<std::string>> outputs_by_width_;  // 1, 4, 10 -> output names
 };
 
-// YuNet through OpenCV's FaceDetectorYN, run at the frame's own size.
+// YuNet (libfacedetection, multi-level outputs cls/obj/bbox/kps per stride 8/16/32) run by OpenCV's DNN at the
+// frame's own size padded to a multiple of 32, decoded as cv::FaceDetectorYN does in OpenCV >= 4.8 (the Python
+// wheel's): score sqrt(cls * obj), then NMS on integer boxes. Written out so that OpenCV 4.5-4.7 builds
+// (Debian 12, JetPack 5), whose FaceDetectorYN reads only the older single-output YuNet, give the same faces.
 class YuNetDetector : public FaceDetector {
  public:
   YuNetDetector(const std::filesystem::path& model, const DetectorOptions& options);
@@ -48,7 +51,7 @@ class YuNetDetector : public FaceDetector {
   std::vector<Detection> candidates(const cv::Mat& img) override;
 
  private:
-  cv::Ptr<cv::FaceDetectorYN> net_;
+  cv::dnn::Net net_;
 };
 
 }  // namespace btnet_edge
