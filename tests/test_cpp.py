@@ -235,7 +235,7 @@ def test_bench_cpp_reports_both_runtimes(cpp_app, mfn_package, mixed_frames, tmp
     out = tmp_path / "bench.json"
     frames = [mixed_frames[0], mixed_frames[-2]]
     assert main(["bench-cpp", str(mfn_package), *map(str, frames), "--app", str(cpp_app), "--repeats", "1",
-                 "--threads", "1", "--json", str(out)]) == 0
+                 "--rounds", "1", "--threads", "1", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert [Path(r["frame"]).name for r in report["rows"]] == [f.name for f in frames]
     for row in report["rows"]:

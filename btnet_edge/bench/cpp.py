@@ -1,19 +1,23 @@
 """The C++ runtime against the Python one: same package, frames, detector file and threads, in one run.
 
 Each frame is run once untimed then ``repeats`` times by each runtime (Python in this
-process, C++ through ``btnet-edge-run --repeat``), so both times come from the same
-machine minutes apart and are compared as a ratio. Per face = per frame / faces in it.
+process, C++ through ``btnet-edge-run --repeat``). The two alternate for ``rounds``
+rounds and each figure is the median over rounds, so a burst of other work on the
+machine hits both alike; they are compared as a ratio. Per face = per frame / faces.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import statistics
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
+
+from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from ..package.loader import load_package
@@ -27,19 +31,18 @@ STAGES = ("detect", "align", "branches", "trunk", "gallery")
 DEFAULT_APP = Path("build/cpp/btnet-edge-run")
 
 
-def _python_times(package: Path, frames: Sequence[Path], detector: Path, repeats: int, threads: int) -> dict:
+def _python_times(recognizer: Recognizer, frames: Sequence[Path], repeats: int) -> dict:
     per_frame, faces, stages = [], [], dict.fromkeys(STAGES, 0.0)
-    with Recognizer(package, detector=create_detector(detector, threads=threads), threads=threads) as recognizer:
-        for path in frames:
-            image = read_image(path)
-            faces.append(len(recognizer.get(image)))  # untimed first run
-            before = StageTimes(**recognizer.times.as_dict())
-            start = time.perf_counter()
-            for _ in range(repeats):
-                recognizer.get(image)
-            per_frame.append(1e3 * (time.perf_counter() - start) / repeats)
-            for stage in STAGES:
-                stages[stage] += getattr(recognizer.times, stage) - getattr(before, stage)
+    for path in frames:
+        image = read_image(path)
+        faces.append(len(recognizer.get(image)))  # untimed first run
+        before = StageTimes(**recognizer.times.as_dict())
+        start = time.perf_counter()
+        for _ in range(repeats):
+            recognizer.get(image)
+        per_frame.append(1e3 * (time.perf_counter() - start) / repeats)
+        for stage in STAGES:
+            stages[stage] += getattr(recognizer.times, stage) - getattr(before, stage)
     frames_timed = repeats * len(frames)
     return {"ms_per_frame": per_frame, "faces": faces,
             "stage_ms_per_frame": {k: 1e3 * v / frames_timed for k, v in stages.items()}}
@@ -59,15 +62,24 @@ def _cpp_times(app: Path, package: Path, frames: Sequence[Path], detector: Path,
             "stage_ms_per_frame": document["timing"]["stage_ms_per_frame"]}
 
 
+def _median_of_rounds(rounds: list[dict]) -> dict:
+    """Per-frame and per-stage medians over rounds (faces come from the first round)."""
+    median = statistics.median
+    return {"faces": rounds[0]["faces"],
+            "ms_per_frame": [median(values) for values in zip(*(r["ms_per_frame"] for r in rounds))],
+            "stage_ms_per_frame": {k: median(r["stage_ms_per_frame"][k] for r in rounds) for k in STAGES}}
+
+
 def bench_cpp_vs_python(package: str | Path, frames: Sequence[str | Path], app: str | Path = DEFAULT_APP,
-                        detector: str | Path | None = None, repeats: int = 5, threads: int = 1) -> dict:
+                        detector: str | Path | None = None, repeats: int = 5, threads: int = 1,
+                        rounds: int = 3) -> dict:
     """Per-frame and per-face latency of both runtimes; ``detector`` None: the bundled RetinaFace, written out."""
     app, package, frames = Path(app), Path(package), [Path(f) for f in frames]
     if not app.is_file():
         raise ConfigError(f"C++ app not found at {app}; build it: cmake -S . -B build/cpp "
                           "-DONNXRUNTIME_ROOT=... && cmake --build build/cpp (README, C++ runtime)")
-    if repeats < 1 or threads < 1:
-        raise ConfigError(f"repeats and threads must be >= 1, found {repeats} and {threads}")
+    if repeats < 1 or threads < 1 or rounds < 1:
+        raise ConfigError(f"repeats, threads and rounds must be >= 1, found {repeats}, {threads} and {rounds}")
     load_package(package)
     with tempfile.TemporaryDirectory() as folder:
         if detector is None:
@@ -75,8 +87,12 @@ def bench_cpp_vs_python(package: str | Path, frames: Sequence[str | Path], app: 
 
             detector = Path(folder) / "retinaface.onnx"
             detector.write_bytes(bundled_weights())
-        python = _python_times(package, frames, Path(detector), repeats, threads)
-        cpp = _cpp_times(app, package, frames, Path(detector), repeats, threads)
+        python_rounds, cpp_rounds = [], []
+        with Recognizer(package, detector=create_detector(detector, threads=threads), threads=threads) as recognizer:
+            for _ in tqdm(range(rounds), desc="bench-cpp", unit="round"):
+                python_rounds.append(_python_times(recognizer, frames, repeats))
+                cpp_rounds.append(_cpp_times(app, package, frames, Path(detector), repeats, threads))
+    python, cpp = _median_of_rounds(python_rounds), _median_of_rounds(cpp_rounds)
     rows = []
     for path, py_ms, cpp_ms, py_faces, cpp_faces in zip(frames, python["ms_per_frame"], cpp["ms_per_frame"],
                                                         python["faces"], cpp["faces"]):
@@ -94,7 +110,8 @@ def bench_cpp_vs_python(package: str | Path, frames: Sequence[str | Path], app: 
     summary["speedup"] = summary["python_ms_per_frame"] / summary["cpp_ms_per_frame"]
     return {"rows": rows, "summary": summary,
             "stage_ms_per_frame": {"python": python["stage_ms_per_frame"], "cpp": cpp["stage_ms_per_frame"]},
-            "settings": {"repeats": repeats, "threads": threads, "app": str(app), "frames": len(frames)}}
+            "settings": {"repeats": repeats, "rounds": rounds, "threads": threads, "app": str(app),
+                         "frames": len(frames)}}
 
 
 def format_cpp_report(report: dict) -> str:

@@ -16,6 +16,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--app", type=Path, default=Path("build/cpp/btnet-edge-run"), help="the built C++ app")
     p.add_argument("--detector", type=Path, help="detector ONNX for both runtimes (default: the bundled RetinaFace)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per frame after one untimed run (default 5)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="Python and C++ alternate this many times; medians are reported (default 3)")
     p.add_argument("--threads", type=int, help="intra-op threads for both (default: physical cores)")
     p.add_argument("--json", type=Path, help="write the report as JSON here")
     p.set_defaults(run=run)
@@ -29,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     threads = args.threads or physical_cores()
     report = bench_cpp_vs_python(args.package, expand_inputs(args.frames), args.app, args.detector, args.repeats,
-                                 threads)
+                                 threads, args.rounds)
     print(format_cpp_report(report))
     if args.json:
         write_json(report, args.json)
