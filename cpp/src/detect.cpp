@@ -67,7 +67,11 @@ FaceDetector::FaceDetector(DetectorOptions options, float default_threshold)
 }
 
 std::vector<Detection> FaceDetector::detect(const cv::Mat& image) {
-  if (image.empty() || image.type() != CV_8UC3)
+  if (image.empty())
+    throw InputImageError("image is empty; expected an OpenCV BGR image (CV_8UC3). cv::imread returns an empty "
+                          "Mat for a missing or unreadable file: use btnet_edge::read_image(path) to get an error "
+                          "naming it");
+  if (image.type() != CV_8UC3)
     throw InputImageError("image should be an OpenCV BGR image (CV_8UC3, height and width > 0), found type " +
                           std::to_string(image.type()) + " of " + std::to_string(image.cols) + "x" +
                           std::to_string(image.rows));

@@ -12,6 +12,7 @@
 #include <opencv2/core.hpp>
 
 #include "btnet_edge/detect.hpp"
+#include "btnet_edge/errors.hpp"
 #include "btnet_edge/face.hpp"
 #include "btnet_edge/gallery.hpp"
 #include "btnet_edge/package.hpp"
