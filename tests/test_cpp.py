@@ -244,3 +244,25 @@ def test_bench_cpp_reports_both_runtimes(cpp_app, mfn_package, mixed_frames, tmp
         assert row["cpp_ms_per_face"] == pytest.approx(row["cpp_ms_per_frame"] / 6)
     assert report["stage_ms_per_frame"]["cpp"]["detect"] > 0
     assert main(["bench-cpp", str(mfn_package), str(frames[0]), "--app", str(tmp_path / "none")]) == 1
+
+
+@pytest.mark.fixtures
+@needs_fixtures(SCENES)
+def test_cpp_video_frames_carry_their_index(cpp_app, mfn_package, retinaface_onnx, tmp_path):
+    from btnet_edge.cli.main import main
+
+    video = tmp_path / "clip.avi"
+    frame = cv2.resize(cv2.imread(str(SCENES / "two_people.jpg")), (640, 360))
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (640, 360))
+    for _ in range(3):
+        writer.write(frame)
+    writer.release()
+    python_json = tmp_path / "python.json"
+    assert main(["run", str(mfn_package), str(video), "--json", str(python_json), "--quiet"]) == 0
+    ours = json.loads(python_json.read_text())["images"]
+    theirs = _cpp_json(cpp_app, mfn_package, [video], retinaface_onnx, tmp_path, "--max-frames", "2")["images"]
+    assert [e["frame"] for e in theirs] == [0, 1]
+    for mine, other in zip(ours, theirs):
+        assert other["path"] == mine["path"] == str(video)
+        assert [f["resolution"] for f in other["faces"]] == [f["resolution"] for f in mine["faces"]]
+        assert len(other["faces"]) == 2

@@ -23,7 +23,7 @@ namespace {
 
 const char* kUsage =
     "usage: btnet-edge-run PACKAGE INPUT... --detector MODEL.onnx [options]\n"
-    "  INPUT                 images, folders (their images and videos, sorted) or video files\n"
+    "  INPUT                 images, folders (their images and videos, sorted), video files or a camera index\n"
     "  --detector PATH       detector ONNX: RetinaFace (cpp/scripts/write_retinaface_onnx.py writes the\n"
     "                        bundled one), SCRFD or YuNet\n"
     "  --detector-kind K     retinaface, scrfd or yunet when the file name does not say\n"
@@ -36,7 +36,7 @@ const char* kUsage =
     "  --threads N           intra-op threads (0: ONNX Runtime decides)\n"
     "  --json PATH           write the JSON here ('-' or absent: stdout)\n"
     "  --embeddings          add each face's raw embedding to the JSON\n"
-    "  --max-frames N        frames per video\n"
+    "  --max-frames N        frames per video (cameras default to 100)\n"
     "  --repeat N            run every frame N more times: ms_per_frame per image and a timing summary\n";
 
 const std::set<std::string> kImageSuffixes = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"};
@@ -179,15 +179,17 @@ int run(int argc, char** argv) {
     images.push_back(entry);
   };
   for (const std::string& item : inputs) {
-    if (!kVideoSuffixes.count(lower_suffix(item))) {
+    const bool camera = !item.empty() && std::all_of(item.begin(), item.end(), ::isdigit) && !fs::exists(item);
+    if (!camera && !kVideoSuffixes.count(lower_suffix(item))) {
       process(item, btnet_edge::read_image(item), -1);
       continue;
     }
-    cv::VideoCapture capture(item);
+    cv::VideoCapture capture = camera ? cv::VideoCapture(std::stoi(item)) : cv::VideoCapture(item);
     if (!capture.isOpened())
-      throw btnet_edge::InputImageError("cannot open video " + item + ": check the path and the codec");
+      throw btnet_edge::InputImageError("cannot open video or camera " + item + ": check the path or index and the codec");
+    const int max_frames = args.max_frames ? args.max_frames : (camera ? 100 : 0);  // cameras default to 100
     cv::Mat frame;
-    for (int index = 0; (args.max_frames == 0 || index < args.max_frames) && capture.read(frame); ++index)
+    for (int index = 0; (max_frames == 0 || index < max_frames) && capture.read(frame); ++index)
       process(item, frame, index);
   }
   nlohmann::json document = {{"images", images}};
