@@ -88,10 +88,11 @@ def bench_cpp_vs_python(package: str | Path, frames: Sequence[str | Path], app: 
             detector = Path(folder) / "retinaface.onnx"
             detector.write_bytes(bundled_weights())
         python_rounds, cpp_rounds = [], []
-        with Recognizer(package, detector=create_detector(detector, threads=threads), threads=threads) as recognizer:
-            for _ in tqdm(range(rounds), desc="bench-cpp", unit="round"):
+        for _ in tqdm(range(rounds), desc="bench-cpp", unit="round"):
+            # A fresh Recognizer per round, as the app is a fresh process: both start from the same state.
+            with Recognizer(package, detector=create_detector(detector, threads=threads), threads=threads) as recognizer:
                 python_rounds.append(_python_times(recognizer, frames, repeats))
-                cpp_rounds.append(_cpp_times(app, package, frames, Path(detector), repeats, threads))
+            cpp_rounds.append(_cpp_times(app, package, frames, Path(detector), repeats, threads))
     python, cpp = _median_of_rounds(python_rounds), _median_of_rounds(cpp_rounds)
     rows = []
     for path, py_ms, cpp_ms, py_faces, cpp_faces in zip(frames, python["ms_per_frame"], cpp["ms_per_frame"],
