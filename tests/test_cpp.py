@@ -185,6 +185,24 @@ def test_cpp_json_matches_python_run_contract(cpp_app, mfn_package, retinaface_o
 
 @pytest.mark.fixtures
 @needs_fixtures(SCENES)
+def test_cpp_runs_each_used_branch_once_and_the_trunk_once_per_frame(cpp_app, mfn_package, retinaface_onnx,
+                                                                    tmp_path):
+    t1 = cv2.imread(str(SCENES / "t1.jpg"))
+    big, small = (cv2.resize(t1, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) for s in (0.25, 0.12))
+    canvas = np.zeros((big.shape[0], big.shape[1] + small.shape[1] + 20, 3), np.uint8)
+    canvas[:, :big.shape[1]] = big
+    canvas[:small.shape[0], big.shape[1] + 20:] = small
+    frame = tmp_path / "mixed.png"
+    cv2.imwrite(str(frame), canvas)
+    document = _cpp_json(cpp_app, mfn_package, [frame], retinaface_onnx, tmp_path, "--repeat", "2")
+    used = {f["resolution"] for f in document["images"][0]["faces"]}
+    assert len(document["images"][0]["faces"]) >= 10 and {28, 112} <= used, used
+    runs = document["timing"]["graph_runs"]  # the frame ran 3 times: once untimed, twice timed
+    assert runs == {"trunk": 3, **{f"branch_{r}": 3 if r in used else 0 for r in (28, 14, 7)}}
+
+
+@pytest.mark.fixtures
+@needs_fixtures(SCENES)
 def test_cpp_bad_inputs_give_one_line_errors(cpp_app, mfn_package, retinaface_onnx, tmp_path):
     def fails(*args, says: str) -> None:
         done = _run([cpp_app, *args])
@@ -215,6 +233,7 @@ def test_cpp_bad_inputs_give_one_line_errors(cpp_app, mfn_package, retinaface_on
     fails(mfn_package, photo, says="--detector is required")
     fails(mfn_package, photo, "--detector", tmp_path / "none.onnx", says="detector model not found")
     fails(mfn_package, photo, *det, "--device", "tpu", says="unknown device")
+    fails(mfn_package, photo, *det, "--det-threshold", "high", says="--det-threshold takes a number")
     import onnxruntime
 
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():

@@ -78,6 +78,16 @@ struct Args {
   int max_frames = 0, repeat = 0;
 };
 
+float to_float(const std::string& flag, const std::string& value) {
+  try {
+    size_t used = 0;
+    const float parsed = std::stof(value, &used);
+    if (used == value.size()) return parsed;
+  } catch (const std::exception&) {
+  }
+  throw ConfigError(flag + " takes a number, found '" + value + "'");
+}
+
 int to_int(const std::string& flag, const std::string& value) {
   try {
     size_t used = 0;
@@ -102,7 +112,7 @@ Args parse(int argc, char** argv) {
       std::exit(0);
     } else if (flag == "--detector") args.detector = value();
     else if (flag == "--detector-kind") args.detector_kind = value();
-    else if (flag == "--det-threshold") args.detector_options.score_threshold = std::stof(value());
+    else if (flag == "--det-threshold") args.detector_options.score_threshold = to_float(flag, value());
     else if (flag == "--max-side") args.detector_options.max_side = to_int(flag, value());
     else if (flag == "--gallery") args.gallery = value();
     else if (flag == "--indicator") args.recognizer_options.indicator = value();
@@ -201,6 +211,7 @@ int run(int argc, char** argv) {
                           {"ms_per_face", timed_faces ? 1e3 * timed_s / timed_faces : 0.0}};
     const char* names[] = {"detect", "align", "branches", "trunk", "gallery"};
     for (int i = 0; i < 5; ++i) document["timing"]["stage_ms_per_frame"][names[i]] = 1e3 * stages[i] / std::max(timed_frames, 1);
+    document["timing"]["graph_runs"] = recognizer.runs();  // since start, untimed runs included
   }
   write_text(args.json, document.dump(2));
   return 0;
