@@ -141,6 +141,14 @@ Manifest manifest_from_json(const json& data) {
     info.resume_at = get_str(b, "resume_at", where);
     m.branches.push_back(info);
   }
+  const json fused = data.value("fused", json::array());
+  for (size_t i = 0; fused.is_array() && i < fused.size(); ++i) {
+    const std::string where = "fused[" + std::to_string(i) + "].";
+    const json& f = fused[i];
+    m.fused.push_back(FusedInfo{get_int(f, "resolution", where), get_str(f, "file", where),
+                                tensor(get(f, "input", Kind::Dict, where), where + "input"),
+                                tensor(get(f, "output", Kind::Dict, where), where + "output")});
+  }
   const auto& entries = m.trunk.entry_resolutions;
   for (const BranchInfo& b : m.branches) {
     if (std::find(entries.begin(), entries.end(), b.resolution) == entries.end())
@@ -211,6 +219,7 @@ ModelPackage load_package(const std::filesystem::path& folder, bool verify) {
   Manifest manifest = read_manifest(folder);
   std::vector<std::string> needed{manifest.trunk.file};
   for (const BranchInfo& b : manifest.branches) needed.push_back(b.file);
+  for (const FusedInfo& f : manifest.fused) needed.push_back(f.file);
   std::vector<std::string> unlisted;
   for (const std::string& name : needed)
     if (!manifest.files.count(name)) unlisted.push_back(name);

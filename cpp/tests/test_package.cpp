@@ -87,6 +87,11 @@ int main() {
   expect_manifest_error(m, "manifest field dispatch should use");
   m = good; m["files"].erase("branch_14.onnx");
   expect_manifest_error(m, "lacks a sha256 for [\"branch_14.onnx\"]");
+  m = good; m["fused"] = {{{"resolution", 14}, {"file", "fused_14.onnx"}, {"input", {{"name", "image_14"}}}}};
+  expect_manifest_error(m, "manifest field fused[0].input.shape is missing");
+  m["fused"][0]["input"]["shape"] = {3, 14, 14};
+  m["fused"][0]["output"] = {{"name", "embedding"}, {"shape", {8}}};
+  expect_manifest_error(m, "lacks a sha256 for [\"fused_14.onnx\"]");
   m = good; m["files"]["../escape.onnx"] = "00";
   expect_manifest_error(m, "is not a plain file name");
 

@@ -44,6 +44,12 @@ struct TrunkInfo {
   TensorInfo output;
 };
 
+struct FusedInfo {  // a per-resolution graph (branch + trunk tail) for single-face latency; not run by C++ yet
+  int resolution = 0;
+  std::string file;
+  TensorInfo input, output;
+};
+
 struct DispatchPolicy {
   std::string indicator = "max";
   std::string rounding = "ceil";
@@ -56,6 +62,7 @@ struct Manifest {
   Preprocess preprocess;
   TrunkInfo trunk;
   std::vector<BranchInfo> branches;  // largest resolution first
+  std::vector<FusedInfo> fused;
   DispatchPolicy dispatch;
   std::map<std::string, std::string> files;  // file name -> sha256
 
