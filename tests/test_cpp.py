@@ -131,6 +131,23 @@ def test_cpp_embeddings_equal_python(cpp_app, mfn_package, retinaface_onnx, mixe
 
 
 @pytest.mark.fixtures
+@needs_fixtures(SCENES)
+def test_cpp_dispatch_and_align_options_equal_python(cpp_app, mfn_package, retinaface_onnx, mixed_frames, tmp_path):
+    """--rounding floor and --align box give the faces, branches and embeddings Python gives with the same options."""
+    from btnet_edge import Recognizer
+    from btnet_edge.pipeline.image import read_image
+
+    frames = mixed_frames[-4:]
+    document = _cpp_json(cpp_app, mfn_package, frames, retinaface_onnx, tmp_path, "--embeddings", "--rounding",
+                         "floor", "--align", "box")
+    used = set()
+    with Recognizer(mfn_package, rounding="floor", align="box") as recognizer:
+        for path, entry in zip(frames, document["images"]):
+            used.update(_assert_same_faces(recognizer.get(read_image(path)), entry["faces"], path.name))
+    assert len(used) >= 2, used
+
+
+@pytest.mark.fixtures
 @pytest.mark.parametrize("detector", [SCRFD, YUNET], ids=["scrfd", "yunet"])
 def test_cpp_other_detectors_equal_python(cpp_app, mfn_package, mixed_frames, tmp_path, detector):
     """SCRFD and YuNet files give the same faces and embeddings in both runtimes (YuNet decoded by us in C++)."""
@@ -234,6 +251,8 @@ def test_cpp_bad_inputs_give_one_line_errors(cpp_app, mfn_package, retinaface_on
     fails(mfn_package, photo, "--detector", tmp_path / "none.onnx", says="detector model not found")
     fails(mfn_package, photo, *det, "--device", "tpu", says="unknown device")
     fails(mfn_package, photo, *det, "--det-threshold", "high", says="--det-threshold takes a number")
+    fails(mfn_package, photo, *det, "--rounding", "round", says="unknown rounding 'round'")
+    fails(mfn_package, photo, *det, "--align", "eyes", says="align should be landmarks or box")
     import onnxruntime
 
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():

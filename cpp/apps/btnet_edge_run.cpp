@@ -32,6 +32,7 @@ const char* kUsage =
     "  --gallery DB          gallery written by `btnet-edge enroll`, to identify against\n"
     "  --indicator I         max, avg or min (default: the package's)\n"
     "  --rounding R          floor, near or ceil (default: the package's)\n"
+    "  --align A             landmarks (5-point alignment, default) or box (square box crop)\n"
     "  --device D            cpu (default), cuda or tensorrt (ONNX Runtime execution providers)\n"
     "  --threads N           intra-op threads (0: ONNX Runtime decides)\n"
     "  --json PATH           write the JSON here ('-' or absent: stdout)\n"
@@ -117,6 +118,7 @@ Args parse(int argc, char** argv) {
     else if (flag == "--gallery") args.gallery = value();
     else if (flag == "--indicator") args.recognizer_options.indicator = value();
     else if (flag == "--rounding") args.recognizer_options.rounding = value();
+    else if (flag == "--align") args.recognizer_options.align = value();
     else if (flag == "--device") args.detector_options.device = args.recognizer_options.session.device = value();
     else if (flag == "--threads") args.detector_options.threads = args.recognizer_options.session.threads = to_int(flag, value());
     else if (flag == "--json") args.json = value();

@@ -119,4 +119,12 @@ cv::Mat align_face(const cv::Mat& image, const std::array<float, 10>& kps, int s
   return warp(image, similarity_transform(src, template_for(size)), size);
 }
 
+cv::Mat crop_box(const cv::Mat& image, const std::array<float, 4>& bbox, int size) {
+  const double x1 = bbox[0], y1 = bbox[1], x2 = bbox[2], y2 = bbox[3];
+  const double side = std::max({x2 - x1, y2 - y1, 1.0});
+  const double cx = (x1 + x2) / 2, cy = (y1 + y2) / 2, scale = size / side;
+  cv::Mat matrix = (cv::Mat_<double>(2, 3) << scale, 0, size / 2.0 - scale * cx, 0, scale, size / 2.0 - scale * cy);
+  return warp(image, matrix, size);
+}
+
 }  // namespace btnet_edge

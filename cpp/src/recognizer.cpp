@@ -48,6 +48,9 @@ Recognizer::Recognizer(const std::filesystem::path& package, std::unique_ptr<Fac
   if (!options.rounding.empty()) dispatch_.rounding = options.rounding;
   face_size(1, 1, dispatch_.indicator);                         // validates the indicator
   choose_resolution(1, {kTrunkResolution}, dispatch_.rounding);  // validates the rounding
+  if (options.align != "landmarks" && options.align != "box")
+    throw ConfigError("align should be landmarks or box, found '" + options.align + "'");
+  box_crop_ = options.align == "box";
   if (!detector_) throw ConfigError("Recognizer needs a face detector (create_detector)");
   runner_ = std::make_unique<PackageRunner>(package_, options.session);
 }
@@ -69,7 +72,7 @@ std::vector<Face> Recognizer::get(const cv::Mat& frame) {
     face.bbox = det.bbox, face.kps = det.kps, face.det_score = det.score;
     face.face_size = static_cast<float>(size), face.resolution = r;
     slots.emplace_back(r, groups[r].size());
-    groups[r].push_back(align_face(frame, det.kps, r));
+    groups[r].push_back(box_crop_ ? crop_box(frame, det.bbox, r) : align_face(frame, det.kps, r));
     faces.push_back(face);
   }
   times.align += seconds_since(t);

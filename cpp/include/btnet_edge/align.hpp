@@ -23,4 +23,7 @@ std::array<double, 10> template_for(int size);
 // The face with landmarks kps (x0, y0, ..., x4, y4) warped onto the template at size px (BGR uint8).
 cv::Mat align_face(const cv::Mat& image, const std::array<float, 10>& kps, int size);
 
+// Box-crop mode for unreliable landmarks: the square around bbox (x1, y1, x2, y2) resized to size px.
+cv::Mat crop_box(const cv::Mat& image, const std::array<float, 4>& bbox, int size);
+
 }  // namespace btnet_edge

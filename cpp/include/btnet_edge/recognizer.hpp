@@ -25,6 +25,7 @@ inline constexpr double kMinFacePx = 2.0;  // smaller boxes carry no identity: s
 struct RecognizerOptions {
   SessionOptions session;           // device and threads for the package's graphs
   std::string indicator, rounding;  // empty: the manifest's dispatch policy
+  std::string align = "landmarks";  // or "box": a square box crop for unreliable landmarks
 };
 
 struct StageTimes {  // seconds per stage since construction: what the benchmark reports
@@ -51,6 +52,7 @@ class Recognizer {
 
   ModelPackage package_;
   DispatchPolicy dispatch_;
+  bool box_crop_ = false;
   std::unique_ptr<PackageRunner> runner_;
   std::unique_ptr<FaceDetector> detector_;
   std::shared_ptr<const Gallery> gallery_;
