@@ -7,6 +7,8 @@
 #include <fstream>
 #include <iostream>
 #include <set>
+#include <sstream>
+#include <type_traits>
 #include <string>
 #include <vector>
 
@@ -79,24 +81,13 @@ struct Args {
   int max_frames = 0, repeat = 0;
 };
 
-float to_float(const std::string& flag, const std::string& value) {
-  try {
-    size_t used = 0;
-    const float parsed = std::stof(value, &used);
-    if (used == value.size()) return parsed;
-  } catch (const std::exception&) {
-  }
-  throw ConfigError(flag + " takes a number, found '" + value + "'");
-}
-
-int to_int(const std::string& flag, const std::string& value) {
-  try {
-    size_t used = 0;
-    const int parsed = std::stoi(value, &used);
-    if (used == value.size()) return parsed;
-  } catch (const std::exception&) {
-  }
-  throw ConfigError(flag + " takes an integer, found '" + value + "'");
+// The whole of value as a T, or a ConfigError naming the flag.
+template <typename T>
+T to_number(const std::string& flag, const std::string& value) {
+  std::istringstream in(value);
+  T parsed{};
+  if (in >> parsed && in.eof()) return parsed;
+  throw ConfigError(flag + " takes " + (std::is_integral_v<T> ? "an integer" : "a number") + ", found '" + value + "'");
 }
 
 Args parse(int argc, char** argv) {
@@ -113,18 +104,18 @@ Args parse(int argc, char** argv) {
       std::exit(0);
     } else if (flag == "--detector") args.detector = value();
     else if (flag == "--detector-kind") args.detector_kind = value();
-    else if (flag == "--det-threshold") args.detector_options.score_threshold = to_float(flag, value());
-    else if (flag == "--max-side") args.detector_options.max_side = to_int(flag, value());
+    else if (flag == "--det-threshold") args.detector_options.score_threshold = to_number<float>(flag, value());
+    else if (flag == "--max-side") args.detector_options.max_side = to_number<int>(flag, value());
     else if (flag == "--gallery") args.gallery = value();
     else if (flag == "--indicator") args.recognizer_options.indicator = value();
     else if (flag == "--rounding") args.recognizer_options.rounding = value();
     else if (flag == "--align") args.recognizer_options.align = value();
     else if (flag == "--device") args.detector_options.device = args.recognizer_options.session.device = value();
-    else if (flag == "--threads") args.detector_options.threads = args.recognizer_options.session.threads = to_int(flag, value());
+    else if (flag == "--threads") args.detector_options.threads = args.recognizer_options.session.threads = to_number<int>(flag, value());
     else if (flag == "--json") args.json = value();
     else if (flag == "--embeddings") args.embeddings = true;
-    else if (flag == "--max-frames") args.max_frames = to_int(flag, value());
-    else if (flag == "--repeat") args.repeat = to_int(flag, value());
+    else if (flag == "--max-frames") args.max_frames = to_number<int>(flag, value());
+    else if (flag == "--repeat") args.repeat = to_number<int>(flag, value());
     else if (flag.rfind("--", 0) == 0) throw ConfigError("unknown option " + flag + "\n" + kUsage);
     else positional.push_back(flag);
   }
