@@ -27,6 +27,7 @@ SUBCOMMANDS = {
     "bench-serve": "bench_serve",
     "export-triton": "export_triton",
     "bench-gallery": "bench_gallery",
+    "bench-cpp": "bench_cpp",
 }
 
 log = logging.getLogger("btnet_edge")
