@@ -175,6 +175,8 @@ def cases(package: Path, work: Path, lines: list[tuple[str, str]] | None = None)
         ("export-triton: not a package", "export-triton {W}/photos --out {W}/triton"),
         ("export-triton: --out is a file", "export-triton {PKG} --out {W}/notes.txt"),
         ("export-triton: max batch 0", "export-triton {PKG} --out {W}/triton --max-batch 0"),
+        ("bench-cpp: C++ app missing", "bench-cpp {PKG} {W}/photos --app {W}/nothere-app"),
+        ("bench-cpp: app is a text file", "bench-cpp {PKG} {W}/photos --app {W}/notes.txt"),
     ]
     return [(label, line.replace("{PKG}", shlex.quote(str(package))).replace("{W}", shlex.quote(str(work))))
             for label, line in lines]
