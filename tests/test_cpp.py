@@ -182,7 +182,8 @@ def test_cpp_json_matches_python_run_contract(cpp_app, mfn_package, retinaface_o
                  "--quiet"]) == 0
     ours = json.loads(python_json.read_text())
     theirs = _cpp_json(cpp_app, mfn_package, inputs, retinaface_onnx, tmp_path, "--gallery", gallery)
-    assert theirs.keys() == ours.keys() == {"images"}
+    assert theirs.keys() == ours.keys() == {"images", "errors"}
+    assert theirs["errors"] == ours["errors"] == []
     assert len(theirs["images"]) == len(ours["images"])
     identities = set()
     for mine, other in zip(ours["images"], theirs["images"]):
@@ -225,7 +226,9 @@ def test_cpp_bad_inputs_give_one_line_errors(cpp_app, mfn_package, retinaface_on
         done = _run([cpp_app, *args])
         assert done.returncode == 1, done.stdout
         assert says in done.stderr, done.stderr
-        assert done.stderr.startswith("btnet-edge-run: error: ") and "terminate" not in done.stderr
+        lines = done.stderr.splitlines()  # an unreadable input: "skipped ..." lines, then the one error line
+        assert lines[-1].startswith("btnet-edge-run: error: ") and "terminate" not in done.stderr
+        assert all(line.startswith("btnet-edge-run: skipped ") for line in lines[:-1]), done.stderr
 
     photo = SCENES / "two_people.jpg"
     det = ["--detector", retinaface_onnx]
@@ -244,8 +247,14 @@ def test_cpp_bad_inputs_give_one_line_errors(cpp_app, mfn_package, retinaface_on
     not_image = tmp_path / "notes.jpg"
     not_image.write_text("not a photo")
     out = tmp_path / "out.json"
-    fails(mfn_package, not_image, *det, "--json", out, says="cannot decode")
-    assert not out.exists(), "a failed run must not leave a JSON behind"
+    # like `btnet-edge run`: the unreadable image is skipped and reported, the others are processed and written
+    done = _run([cpp_app, mfn_package, not_image, photo, *det, "--json", out])
+    assert done.returncode == 1, done.stdout
+    assert f"btnet-edge-run: skipped {not_image}: " in done.stderr and "cannot decode" in done.stderr, done.stderr
+    assert done.stderr.splitlines()[-1].startswith("btnet-edge-run: error: 1 input(s) could not be read")
+    written = json.loads(out.read_text())
+    assert [e["path"] for e in written["errors"]] == [str(not_image)]
+    assert [i["path"] for i in written["images"]] == [str(photo)] and len(written["images"][0]["faces"]) == 2
     fails(mfn_package, tmp_path / "missing.jpg", *det, says="image file not found")
     fails(mfn_package, photo, says="--detector is required")
     fails(mfn_package, photo, "--detector", tmp_path / "none.onnx", says="detector model not found")

@@ -1,5 +1,6 @@
 // btnet-edge-run: the C++ counterpart of `btnet-edge run`: recognize faces in images, folders or videos
-// and write the same JSON ({"images": [{"path", "faces": [...]}]}, video frames carry "frame").
+// and write the same JSON ({"images": [{"path", "faces": [...]}], "errors": [{"path", "error"}]}, video
+// frames carry "frame").
 // Errors print one line and exit non-zero, as the Python CLI does.
 #include <algorithm>
 #include <chrono>
@@ -154,6 +155,7 @@ int run(int argc, char** argv) {
     recognizer.set_gallery(std::make_shared<btnet_edge::Gallery>(
         args.gallery, btnet_edge::gallery_model_id(recognizer.manifest()), recognizer.manifest().embedding_size));
   nlohmann::json images = nlohmann::json::array();
+  nlohmann::json errors = nlohmann::json::array();
   double timed_s = 0, stages[5] = {0, 0, 0, 0, 0};  // detect, align, branches, trunk, gallery seconds
   int timed_frames = 0, timed_faces = 0;
   auto process = [&](const std::string& source, const cv::Mat& image, int frame_index) {
@@ -184,7 +186,12 @@ int run(int argc, char** argv) {
   for (const std::string& item : inputs) {
     const bool camera = !item.empty() && std::all_of(item.begin(), item.end(), ::isdigit) && !fs::exists(item);
     if (!camera && !kVideoSuffixes.count(lower_suffix(item))) {
-      process(item, btnet_edge::read_image(item), -1);
+      try {  // like `btnet-edge run`: an unreadable image is reported and the others are still processed
+        process(item, btnet_edge::read_image(item), -1);
+      } catch (const btnet_edge::InputImageError& exc) {
+        std::cerr << "btnet-edge-run: skipped " << item << ": " << exc.what() << "\n";
+        errors.push_back({{"path", item}, {"error", exc.what()}});
+      }
       continue;
     }
     cv::VideoCapture capture = camera ? cv::VideoCapture(std::stoi(item)) : cv::VideoCapture(item);
@@ -195,7 +202,7 @@ int run(int argc, char** argv) {
     for (int index = 0; (max_frames == 0 || index < max_frames) && capture.read(frame); ++index)
       process(item, frame, index);
   }
-  nlohmann::json document = {{"images", images}};
+  nlohmann::json document = {{"images", images}, {"errors", errors}};
   if (args.repeat > 0) {
     document["timing"] = {{"frames", timed_frames},
                           {"faces", timed_faces},
@@ -207,6 +214,9 @@ int run(int argc, char** argv) {
     document["timing"]["graph_runs"] = recognizer.runs();  // since start, untimed runs included
   }
   write_text(args.json, document.dump(2));
+  if (!errors.empty())
+    throw btnet_edge::InputImageError(std::to_string(errors.size()) +
+                                      " input(s) could not be read (see the JSON's errors); the results of the others were written");
   return 0;
 }
 
