@@ -25,6 +25,7 @@ TOOL = ROOT / "tools" / "build_engines.py"
 VERSIONS = ("8.6", "10.3", "11.4")
 ENGINE_NAMES = ["branch_28", "branch_14", "branch_7", "trunk_seg0_112", "trunk_seg1_28", "trunk_seg2_14",
                 "trunk_seg3_7", "detector_retinaface"]
+MERGED_NAMES = ["branch_28", "branch_14", "branch_7", "trunk", "detector_retinaface"]
 ORIN = RuntimeEnv("10.3.0", "Orin", "8.7", 16, "36.3.0")
 
 pytest.importorskip("onnx", reason="planning cuts and converts ONNX graphs: needs onnx (btnet-edge[trt])")
@@ -34,7 +35,7 @@ pytest.importorskip("onnx", reason="planning cuts and converts ONNX graphs: need
 def plans(tiny_package, tmp_path_factory) -> dict[str, dict]:
     from btnet_edge.engines.plan import plan_engines
 
-    target = load_target("desktop-fp16")
+    target = replace(load_target("desktop-fp16"), trunk_form="segments", input_format="float")  # the fallback form
     return {v: plan_engines(tiny_package, target, simulated_features(v), tmp_path_factory.mktemp(f"trt{v}"),
                             simulated=True) for v in VERSIONS}
 
@@ -103,16 +104,17 @@ def test_plan_shape(plans, version):
 
     plan = plans[version]
     assert [e["name"] for e in plan["engines"]] == ENGINE_NAMES
-    assert plan["tensorrt"] == {"version": version, "simulated": True, "features": plan["tensorrt"]["features"]}
+    assert plan["tensorrt"] == {"version": version, "simulated": True, "module": "tensorrt",
+                                "features": plan["tensorrt"]["features"]}
     for entry in plan["engines"]:
         assert {"name", "onnx", "sha256", "precision_path", "profiles", "engine", "inputs", "outputs"} <= set(entry)
         assert Path(entry["onnx"]).is_file() and sha256_of(entry["onnx"]) == entry["sha256"]
         assert entry["engine"] == entry["name"] + ".engine"
         for profile in entry["profiles"]:
             for shapes in profile.values():
-                assert shapes["min"][0] >= 1, "TensorRT rejects batch minimum 0 (NVIDIA/TensorRT#337)"
+                assert shapes["min"][0] >= 1, "segment and branch profiles start at 1: empty ones are skipped"
                 assert all(lo <= o <= hi for lo, o, hi in zip(shapes["min"], shapes["opt"], shapes["max"]))
-    assert plan["trunk"]["form"] == "segments" and "TensorRT#337" in plan["trunk"]["reason"]
+    assert plan["trunk"]["form"] == "segments" and "zero-copy" in plan["trunk"]["reason"]
     json.dumps(plan)  # JSON-ready as is
 
 
@@ -129,10 +131,11 @@ def test_precision_path_switches_at_11(plans, tiny_package):
 
 
 def test_trtexec_equivalent(plans):
-    for version, flag in (("10.3", "--fp16"), ("11.4", "--stronglyTyped")):
+    for version, flag in (("10.3", "--fp16"), ("11.4", "")):  # 11 is strongly typed always: no flag
         entry = next(e for e in plans[version]["engines"] if e["name"] == "trunk_seg1_28")
         line = entry["trtexec"]
         assert line.startswith(f"trtexec --onnx={entry['onnx']} --saveEngine=trunk_seg1_28.engine") and flag in line
+        assert "--stronglyTyped" not in line
         shapes = entry["profiles"][0]["merged_28"]
         assert f"--minShapes=merged_28:{'x'.join(map(str, shapes['min']))}" in line
         assert f"--maxShapes=merged_28:{'x'.join(map(str, shapes['max']))}" in line
@@ -162,7 +165,7 @@ def test_merged_trunk_form_and_fp32(tiny_package, tmp_path):
     trunk = plan["engines"][-1]
     assert trunk["precision_path"] == "fp32" and set(trunk["profiles"][0]) == {"image_112", "implant_28",
                                                                                "implant_14", "implant_7"}
-    assert all(s["min"][0] == 1 for s in trunk["profiles"][0].values()) and "at least one face" in trunk["notes"][0]
+    assert all(s["min"][0] == 0 for s in trunk["profiles"][0].values()) and "0 <= minDims" in trunk["notes"][0]
 
 
 def test_segments_chain_matches_trunk(plans, tiny_package):
@@ -269,7 +272,7 @@ def test_cli_dry_run_contract(tiny_package, tmp_path, version, path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     plan = json.loads(out_json.read_text())
-    assert [e["name"] for e in plan["engines"]] == ENGINE_NAMES
+    assert [e["name"] for e in plan["engines"]] == MERGED_NAMES  # "auto": one merged trunk with min-0 profiles
     for entry in plan["engines"]:
         assert {"name", "onnx", "sha256", "precision_path", "profiles"} <= set(entry)
         assert entry["precision_path"] == path

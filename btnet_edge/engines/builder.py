@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 
 _LOGGER: Any = None  # the process's TensorRT logger, made on first use
+AOT_GPU = "any (ahead of time)"  # TensorRT for RTX: the engine serves every GPU of its compute capabilities
 
 
 def trt_logger(trt: Any) -> Any:
@@ -37,8 +38,14 @@ def trt_logger(trt: Any) -> Any:
 
 
 def runtime_env(trt: Any = None, memory: Any = None) -> RuntimeEnv:
-    """TensorRT version, GPU and L4T release of this machine: the right-hand side of every cache key."""
+    """TensorRT version, GPU and L4T release of this machine: the right-hand side of every cache key.
+
+    TensorRT for RTX builds ahead of time for a set of compute capabilities, not for this GPU:
+    its key names no GPU, and no GPU is needed to build.
+    """
     trt = trt or require("tensorrt", extra="trt")
+    if compat.features_of(trt).runtime == compat.RTX_MODULE:
+        return RuntimeEnv(str(trt.__version__), AOT_GPU, AOT_GPU, 0, None)
     if memory is None:
         from .cuda_mem import cuda_memory
 
@@ -76,8 +83,17 @@ def _configure(trt: Any, builder: Any, config: Any, entry: Mapping[str, Any]) ->
     if settings.get("version_compatible"):
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     level = settings.get("builder_optimization_level")
-    if level is not None and hasattr(config, "builder_optimization_level"):
+    if level is not None:
+        if not features.optimization_level:
+            raise ConfigError(f"builder_optimization_level needs TensorRT 8.6 or newer (found {trt.__version__})")
         config.builder_optimization_level = int(level)
+    capabilities = settings.get("compute_capabilities") or []
+    if capabilities:  # TensorRT for RTX: ahead-of-time targets (the target file checked the runtime)
+        config.num_compute_capabilities = len(capabilities)
+        for index, capability in enumerate(capabilities):
+            value = getattr(trt.ComputeCapability, "SM" + capability.replace(".", ""))
+            if not config.set_compute_capability(value, index):
+                raise BackendError(f"TensorRT for RTX {trt.__version__} refused compute capability {capability}")
     for profile_spec in entry["profiles"]:
         profile = builder.create_optimization_profile()
         for name, shapes in profile_spec.items():
@@ -101,15 +117,24 @@ def build_engine(entry: Mapping[str, Any], timing_cache: bytes = b"", trt: Any =
         raise BackendError(f"TensorRT {trt.__version__} cannot parse {entry['onnx']}: {errors}")
     config = builder.create_builder_config()
     _configure(trt, builder, config, entry)
-    cache = config.create_timing_cache(timing_cache)
-    if not config.set_timing_cache(cache, ignore_mismatch=False):
-        log.info("timing cache is from another GPU or TensorRT; starting a new one")
-        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+    timed = compat.features_of(trt).runtime != compat.RTX_MODULE  # TensorRT for RTX times nothing ahead of time
+    if timed:
+        cache = config.create_timing_cache(timing_cache)
+        if not config.set_timing_cache(cache, ignore_mismatch=False):
+            log.info("timing cache is from another GPU or TensorRT; starting a new one")
+            config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise BackendError(f"TensorRT {trt.__version__} failed to build {entry['name']} from {entry['onnx']}; "
                            "TensorRT's errors are above (rerun with --verbose for its full log)")
-    return bytes(serialized), bytes(config.get_timing_cache().serialize())
+    return bytes(serialized), bytes(config.get_timing_cache().serialize()) if timed else b""
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary name and rename: an interrupted build never leaves a truncated engine."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_bytes(data)
+    temporary.replace(path)
 
 
 def write_engines_manifest(out_dir: Path, plan: Mapping[str, Any], env: RuntimeEnv) -> Path:
@@ -128,7 +153,7 @@ def build_all(plan: Mapping[str, Any], out_dir: str | Path, force: bool = False,
               progress: Callable[[str], None] | None = None, trt: Any = None,
               env: RuntimeEnv | None = None) -> dict[str, Any]:
     """Build every stale engine of ``plan`` into ``out_dir``; returns what was built, kept and why."""
-    trt = trt or require("tensorrt", extra="trt")
+    trt = trt or compat.trt_module(plan.get("tensorrt", {}).get("module", "tensorrt"))
     out_dir = Path(out_dir)
     env = env or runtime_env(trt)
     say = progress or log.info
@@ -142,8 +167,9 @@ def build_all(plan: Mapping[str, Any], out_dir: str | Path, force: bool = False,
         start = time.perf_counter()
         engine, cache = build_engine(entry, cache, trt)
         engine_path = out_dir / entry["engine"]
-        engine_path.write_bytes(engine)
-        cache_path.write_bytes(cache)  # keep the tuning even if a later engine fails
+        _write_atomic(engine_path, engine)
+        if cache:
+            _write_atomic(cache_path, cache)  # keep the tuning even if a later engine fails
         save_key(engine_path, key_for(entry, env), entry)
         write_engines_manifest(out_dir, plan, env)
         built.append({"name": entry["name"], "seconds": round(time.perf_counter() - start, 1),
@@ -153,5 +179,6 @@ def build_all(plan: Mapping[str, Any], out_dir: str | Path, force: bool = False,
     fresh = [e["name"] for e in plan["engines"] if e["name"] not in stale]
     if fresh:
         say(f"up to date, not rebuilt: {', '.join(fresh)}")
-    return {"built": built, "fresh": fresh, "engines_manifest": str(manifest), "timing_cache": str(cache_path),
+    return {"built": built, "fresh": fresh, "engines_manifest": str(manifest),
+            "timing_cache": str(cache_path) if cache_path.is_file() else None,
             "built_on": vars(env)}

@@ -20,9 +20,13 @@ from ..errors import ConfigError
 PRECISIONS = ("fp16", "fp32")
 TRUNK_FORMS = ("auto", "segments", "merged")
 HARDWARE_COMPATIBILITY = ("none", "ampere_plus")
+RUNTIMES = ("tensorrt", "tensorrt_rtx")  # the Python module that builds and runs the engines
+INPUT_FORMATS = ("uint8_bgr", "float")  # face crops as the camera gives them, or the package's float tensors
+COMPUTE_CAPABILITIES = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")  # TensorRT for RTX ahead-of-time targets
 DETECTOR_ALIGN_PX = 32  # the detector pads its input to a multiple of its coarsest stride
 _TOP_KEYS = {"name", "description", "precision", "workspace_mb", "dla_core", "gpu_fallback", "trunk_form",
-             "hardware_compatibility", "version_compatible", "builder_optimization_level", "batch", "detector"}
+             "hardware_compatibility", "version_compatible", "builder_optimization_level", "batch", "detector",
+             "runtime", "compute_capabilities", "input_format"}
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,9 @@ class Target:
     version_compatible: bool = False
     builder_optimization_level: int | None = None
     description: str = ""
+    runtime: str = "tensorrt"
+    compute_capabilities: tuple[str, ...] = ()  # TensorRT for RTX only; () is its default (8.0, 8.6, 8.9, 12.0)
+    input_format: str = "uint8_bgr"
 
     def branch_range(self, resolution: int) -> BatchRange:
         return self.branch_batch.get(resolution, self.default_batch)
@@ -79,7 +86,8 @@ class Target:
         return {"workspace_mb": self.workspace_mb, "dla_core": self.dla_core, "gpu_fallback": self.gpu_fallback,
                 "hardware_compatibility": self.hardware_compatibility,
                 "version_compatible": self.version_compatible,
-                "builder_optimization_level": self.builder_optimization_level}
+                "builder_optimization_level": self.builder_optimization_level, "runtime": self.runtime,
+                "compute_capabilities": list(self.compute_capabilities), "input_format": self.input_format}
 
 
 def _toml_loads(text: str, where: str) -> dict[str, Any]:
@@ -189,8 +197,21 @@ def target_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Target:
     level = data.get("builder_optimization_level")
     if level is not None and (not isinstance(level, int) or isinstance(level, bool) or not 0 <= level <= 5):
         raise ConfigError(f"target field builder_optimization_level should be 0..5, found {level!r}")
+    runtime = _choice(data, "runtime", RUNTIMES, "tensorrt")
+    capabilities = data.get("compute_capabilities", [])
+    if not isinstance(capabilities, list) or not all(c in COMPUTE_CAPABILITIES for c in capabilities):
+        raise ConfigError(f"target field compute_capabilities should be a list of {COMPUTE_CAPABILITIES}, "
+                          f"found {capabilities!r}")
+    if capabilities and runtime != "tensorrt_rtx":
+        raise ConfigError("target field compute_capabilities is for runtime = \"tensorrt_rtx\" (ahead-of-time "
+                          "builds); TensorRT builds for the GPU it runs on")
+    if runtime == "tensorrt_rtx" and (dla is not None or data.get("hardware_compatibility", "none") != "none"):
+        raise ConfigError("target fields dla_core and hardware_compatibility do not apply to runtime = "
+                          "\"tensorrt_rtx\" (its engines are portable across RTX GPUs already); remove them")
     return Target(
         name=name, source=source,
+        runtime=runtime, compute_capabilities=tuple(capabilities),
+        input_format=_choice(data, "input_format", INPUT_FORMATS, "uint8_bgr"),
         precision=_choice(data, "precision", PRECISIONS, "fp16"),
         workspace_mb=_int(data, "workspace_mb", "", 16),
         default_batch=_batch(batch["default"], "batch.default"),
