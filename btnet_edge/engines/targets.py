@@ -205,6 +205,9 @@ def target_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Target:
     if capabilities and runtime != "tensorrt_rtx":
         raise ConfigError("target field compute_capabilities is for runtime = \"tensorrt_rtx\" (ahead-of-time "
                           "builds); TensorRT builds for the GPU it runs on")
+    if "7.5" in capabilities and data.get("precision", "fp16") == "fp32":
+        raise ConfigError("target field compute_capabilities names 7.5 (Turing), where TensorRT for RTX compiles no "
+                          "FP32 GEMM: use precision = \"fp16\" for RTX 20xx")
     if runtime == "tensorrt_rtx" and (dla is not None or data.get("hardware_compatibility", "none") != "none"):
         raise ConfigError("target fields dla_core and hardware_compatibility do not apply to runtime = "
                           "\"tensorrt_rtx\" (its engines are portable across RTX GPUs already); remove them")
