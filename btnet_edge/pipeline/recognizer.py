@@ -57,6 +57,22 @@ class StageTimes:
         return asdict(self)
 
 
+def _resident_runner(backend: str, engines: str | None):
+    """TensorRT engines built with uint8 inputs run device-resident (engines/resident.py); others per graph."""
+    if backend != "tensorrt" or engines is None:
+        return None
+    import json
+
+    from ..engines.plan import ENGINES_MANIFEST
+
+    manifest = Path(engines) / ENGINES_MANIFEST
+    if not manifest.is_file() or json.loads(manifest.read_text()).get("input_format") != "uint8_bgr":
+        return None
+    from ..engines.resident import open_resident
+
+    return open_resident(engines, "tensorrt")
+
+
 class Recognizer:
     """Multi-resolution face recognition over a model package.
 
@@ -80,7 +96,8 @@ class Recognizer:
         if align not in ALIGN_MODES:
             raise ConfigError(f"align should be one of {ALIGN_MODES}, found {align!r}")
         self.align_mode = align
-        self.runner = PackageRunner(self.package, backend_factory(self.package, backend, device, threads, fp16, engines))
+        self.runner = _resident_runner(backend, engines) or \
+            PackageRunner(self.package, backend_factory(self.package, backend, device, threads, fp16, engines))
         if isinstance(detector, FaceDetector):
             self.detector = detector
         else:
@@ -176,7 +193,8 @@ class Recognizer:
                                       "(btnet_edge.pipeline.align.align_face)")
             if flip:
                 stack = np.concatenate([stack, stack[:, :, ::-1]])
-            batches[r] = preprocess(stack, self.manifest.preprocess, r)
+            uint8 = getattr(self.runner, "takes_uint8", False)  # device-resident engines normalise on the GPU
+            batches[r] = stack if uint8 else preprocess(stack, self.manifest.preprocess, r)
         self.times.align += time.perf_counter() - t
         branch_s, trunk_s = self.runner.branch_s, self.runner.trunk_s
         out = self.runner.embed(batches)

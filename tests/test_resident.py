@@ -1,0 +1,151 @@
+"""Device-resident inference proved on the CPU: ONNX Runtime IOBinding on host pointers, same plan, same offsets.
+
+The layout (engines/frame_layout.py) and the runner (engines/resident.py) are the code the
+TensorRT path runs; only the executor differs (IOBinding instead of set_tensor_address).
+A wrong offset, a branch writing over the trunk's rows or a missing upload shows up as
+embeddings that differ from the package's own graphs on ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from btnet_edge.engines._trt_compat import simulated_features
+from btnet_edge.engines.targets import load_target
+from btnet_edge.errors import BackendError
+
+pytest.importorskip("onnx", reason="planning writes the uint8-input graphs: needs onnx")
+
+COUNTS = [(2, 1, 3, 1), (0, 2, 0, 1), (1, 0, 0, 0), (0, 0, 0, 2), (0, 0, 0, 0), (3, 0, 2, 0), (0, 4, 4, 4)]
+
+
+def _plan(package, folder, form, version="10.3", precision="fp32"):
+    from btnet_edge.engines.plan import plan_engines
+
+    target = replace(load_target("desktop-fp16"), trunk_form=form, precision=precision)
+    target = replace(target, detector=replace(target.detector, build=False))
+    return json.loads(json.dumps(plan_engines(package, target, simulated_features(version), folder)))
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_package):
+    from btnet_edge.package.loader import load_package
+    from btnet_edge.pipeline.preprocess import preprocess
+    from btnet_edge.pipeline.runner import PackageRunner, backend_factory
+
+    package = load_package(tiny_package)
+    runner = PackageRunner(package, backend_factory(package))
+    return lambda groups: runner.embed({r: preprocess(g, package.manifest.preprocess, r) for r, g in groups.items()})
+
+
+def _groups(counts, seed):
+    rng = np.random.default_rng(seed)
+    return {r: rng.integers(0, 256, (n, r, r, 3), dtype=np.uint8) for r, n in zip((112, 28, 14, 7), counts)}
+
+
+@pytest.mark.parametrize("form", ["merged", "segments"])
+def test_resident_runner_matches_the_package(tiny_package, tmp_path, reference, form):
+    from btnet_edge.engines.resident import HostMemory, OrtExecutor, ResidentRunner
+
+    plan = _plan(tiny_package, tmp_path, form)
+    runner = ResidentRunner(plan, OrtExecutor(plan), HostMemory())
+    for seed, counts in enumerate(COUNTS):
+        groups = _groups(counts, seed)
+        got, want = runner.embed(groups), reference(groups)
+        for r, n in zip((112, 28, 14, 7), counts):
+            assert got[r].shape == want[r].shape == (n, plan["embedding_size"])
+            if n:
+                assert np.abs(got[r] - want[r]).max() < 1e-4, (form, counts, r)
+        used = sum(1 for n in counts if n)
+        stats = runner.stats
+        if not used:
+            assert (stats.htod_copies, stats.dtoh_copies, stats.launches, stats.syncs) == (0, 0, 0, 0)
+            continue
+        # the whole bus budget of a call: one upload of uint8 crops, one download of embeddings, one sync
+        assert (stats.htod_copies, stats.dtoh_copies, stats.syncs) == (1, 1, 1)
+        assert stats.dtoh_bytes == sum(counts) * plan["embedding_size"] * 4
+        assert stats.htod_bytes < sum(n * r * r * 3 for r, n in zip((112, 28, 14, 7), counts)) + 4 * 256
+        branches = sum(1 for n in counts[1:] if n)
+        if form == "merged":
+            assert stats.launches == branches + 1  # the trunk runs once, empty inputs at batch 0
+        else:
+            reached = sum(1 for k in range(4) if sum(counts[:k + 1]))
+            assert stats.launches == branches + reached  # a segment nothing reaches is not launched
+    runner.close()
+
+
+def test_segment_offsets_put_implants_after_the_trunk_rows(tiny_package, tmp_path):
+    from btnet_edge.engines.frame_layout import LayoutPlanner
+
+    planner = LayoutPlanner(_plan(tiny_package, tmp_path, "segments"))
+    frame = planner.layout({112: 2, 28: 1, 14: 3, 7: 1})
+    launches = {launch.engine: launch for launch in frame.launches}
+    per_face_28 = 16 * 28 * 28 * 4
+    branch = launches["branch_28"].outputs["implant_28"]
+    seg0 = launches["trunk_seg0_112"].outputs["features_28"]
+    seg1 = launches["trunk_seg1_28"].inputs["merged_28"]
+    assert branch.buffer == seg0.buffer == seg1.buffer == "merged_28"
+    assert (seg0.offset, seg0.shape[0]) == (0, 2) and branch.offset == 2 * per_face_28 and seg1.shape[0] == 3
+    assert launches["branch_14"].outputs["implant_14"].offset == 3 * 32 * 14 * 14 * 4
+    full = planner.layout(planner.max_faces)  # every buffer holds the largest call the profiles allow
+    for launch in full.launches:
+        for slot in (*launch.inputs.values(), *launch.outputs.values()):
+            assert slot.offset + slot.nbytes <= planner.capacity[slot.buffer], (launch.engine, slot)
+
+
+def test_merged_layout_writes_implants_into_trunk_inputs(tiny_package, tmp_path):
+    from btnet_edge.engines.frame_layout import LayoutPlanner
+
+    planner = LayoutPlanner(_plan(tiny_package, tmp_path, "merged"))
+    frame = planner.layout({112: 0, 28: 2, 7: 1})
+    branch = frame.launches[0]
+    trunk = frame.launches[-1]
+    assert [launch.engine for launch in frame.launches] == ["branch_28", "branch_7", "trunk"]
+    assert trunk.inputs["implant_28"] == branch.outputs["implant_28"]  # same buffer, same offset: no copy
+    assert trunk.inputs["image_112"].shape == (0, 112, 112, 3) and trunk.inputs["implant_14"].shape[0] == 0
+    with pytest.raises(BackendError, match="profile max"):
+        planner.layout({7: planner.max_faces[7] + 1})
+
+
+def test_float_engines_are_refused(tiny_package, tmp_path):
+    from btnet_edge.engines.frame_layout import LayoutPlanner
+
+    plan = _plan(tiny_package, tmp_path, "merged")
+    with pytest.raises(BackendError, match="uint8_bgr"):
+        LayoutPlanner({**plan, "input_format": "float"})
+
+
+def test_strongly_typed_fp16_graphs_agree_by_cosine(tiny_package, tmp_path, reference):
+    """The FP16 uint8-input graphs TensorRT 11 and TensorRT for RTX parse, run by the same runner."""
+    from btnet_edge.engines.resident import HostMemory, OrtExecutor, ResidentRunner
+
+    plan = _plan(tiny_package, tmp_path, "merged", version="11.4", precision="fp16")
+    assert all(e["onnx"].endswith(".u8.fp16.onnx") for e in plan["engines"])
+    runner = ResidentRunner(plan, OrtExecutor(plan), HostMemory())
+    groups = _groups((3, 3, 3, 3), 7)
+    got, want = runner.embed(groups), reference(groups)
+    for r in groups:
+        cosine = (got[r] * want[r]).sum(1) / (np.linalg.norm(got[r], axis=1) * np.linalg.norm(want[r], axis=1))
+        assert cosine.min() >= 0.999, (r, cosine)
+
+
+def test_detector_uint8_graph_matches_host_preprocessing(tmp_path):
+    """RetinaFace with (x - mean) and NCHW inside the graph == the host blob it replaces (padding = mean colour)."""
+    import onnxruntime as ort
+
+    from btnet_edge.engines.input_graph import write_uint8_input
+    from btnet_edge.engines.plan import DETECTOR_MEAN_BGR, detector_onnx_bytes
+
+    source = tmp_path / "det.onnx"
+    source.write_bytes(detector_onnx_bytes())
+    u8 = write_uint8_input(source, tmp_path / "det.u8.onnx", "input", DETECTOR_MEAN_BGR, (1.0, 1.0, 1.0), "BGR")
+    image = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    blob = (image.astype(np.float32) - np.float32(DETECTOR_MEAN_BGR)).transpose(2, 0, 1)[None]
+    want = ort.InferenceSession(str(source)).run(None, {"input": blob})
+    got = ort.InferenceSession(str(u8)).run(None, {"input": image[None]})
+    for a, b in zip(got, want):
+        assert a.shape == b.shape and np.abs(a - b).max() < 1e-4
