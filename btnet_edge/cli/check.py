@@ -48,7 +48,15 @@ def run(args: argparse.Namespace) -> int:
         log.warning("engines in %s were planned for package %r, checking against %r", args.engines,
                     plan.get("package_name"), package.manifest.name)
     reference, ref_backends = ort_reference(package)
-    candidate, trt_backends = plan_embedder(package.manifest, plan, lambda e: TrtBackend(args.engines / e["engine"]))
+    if plan.get("input_format") == "uint8_bgr":  # what the Recognizer runs: the device-resident runner
+        from ..engines.check import resident_embedder
+        from ..engines.resident import open_resident
+
+        resident = open_resident(args.engines, "tensorrt")
+        candidate, trt_backends = resident_embedder(resident), [resident]
+    else:
+        candidate, trt_backends = plan_embedder(package.manifest, plan,
+                                                lambda e: TrtBackend(args.engines / e["engine"]))
     try:
         rows = compare(reference, candidate, random_inputs(package.manifest, args.samples, args.seed), "random",
                        args.threshold)
