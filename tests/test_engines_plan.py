@@ -50,6 +50,40 @@ def test_shipped_targets_load():
     assert (ROOT / "engines" / "targets" / "README.md").is_file()
 
 
+def test_jetson_target_names_the_jetpack_tensorrt_releases():
+    text = (ROOT / "btnet_edge" / "engines" / "targets" / "jetson-orin-fp16.toml").read_text()
+    assert "JetPack 6.0 ships 8.6.2" in text and "6.1/6.2 ship 10.3" in text and "JetPack 6 ships TensorRT 10.3" not in text
+
+
+def test_plan_refuses_switches_the_release_lacks(tiny_package, tmp_path):
+    """TensorRT 8.5 (JetPack 5) has no compatibility or optimization-level switches: refused, not emitted."""
+    from btnet_edge.engines.plan import plan_engines
+
+    base = replace(load_target("jetson-orin-fp16"), trunk_form="merged")
+    for change in ({"version_compatible": True}, {"hardware_compatibility": "ampere_plus"},
+                   {"builder_optimization_level": 4}):
+        with pytest.raises(ConfigError, match=next(iter(change))):
+            plan_engines(tiny_package, replace(base, **change), simulated_features("8.5"), tmp_path)
+    plan = plan_engines(tiny_package, base, simulated_features("8.5"), tmp_path)
+    for entry in plan["engines"]:
+        for flag in ("--hardwareCompatibilityLevel", "--versionCompatible", "--builderOptimizationLevel",
+                     "--stronglyTyped"):
+            assert flag not in entry["trtexec"]
+        assert "--fp16" in entry["trtexec"]
+
+
+def test_stronglytyped_flag_only_where_it_means_something(tiny_package, tmp_path):
+    """10.x with an FP16 ONNX needs --stronglyTyped; on 11 every network is strongly typed and the flag is a no-op."""
+    from btnet_edge.engines.plan import plan_engines
+
+    target = replace(load_target("desktop-fp16"), detector=replace(load_target("desktop-fp16").detector, build=False))
+    ten = replace(simulated_features("10.3"), builder_flag_fp16=False)
+    line = plan_engines(tiny_package, target, ten, tmp_path / "a")["engines"][0]["trtexec"]
+    assert "--stronglyTyped" in line and ".fp16.onnx" in line
+    line = plan_engines(tiny_package, target, simulated_features("11.4"), tmp_path / "b")["engines"][0]["trtexec"]
+    assert "--stronglyTyped" not in line and "--fp16" not in line and ".fp16.onnx" in line
+
+
 def test_target_by_path(tmp_path):
     text = (ROOT / "btnet_edge" / "engines" / "targets" / "jetson-orin-fp16.toml").read_text()
     path = tmp_path / "mine.toml"

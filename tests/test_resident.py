@@ -149,3 +149,14 @@ def test_detector_uint8_graph_matches_host_preprocessing(tmp_path):
     got = ort.InferenceSession(str(u8)).run(None, {"input": image[None]})
     for a, b in zip(got, want):
         assert a.shape == b.shape and np.abs(a - b).max() < 1e-4
+
+
+def test_empty_outputs_with_dynamic_non_batch_dims():
+    """A call with no faces returns zero rows without a launch, also for outputs like the detector's anchors."""
+    from btnet_edge.backends.trt import empty_outputs
+
+    specs = {"input": (True, np.dtype(np.uint8), (1, -1, -1, 3)), "conf": (False, np.dtype(np.float32), (1, -1, 2)),
+             "implant_7": (False, np.dtype(np.float32), (-1, 64, 7, 7))}
+    out = empty_outputs(specs)
+    assert set(out) == {"conf", "implant_7"}
+    assert out["conf"].shape == (0, 0, 2) and out["implant_7"].shape == (0, 64, 7, 7)
