@@ -52,7 +52,8 @@ def test_shipped_targets_load():
 
 def test_jetson_target_names_the_jetpack_tensorrt_releases():
     text = (ROOT / "btnet_edge" / "engines" / "targets" / "jetson-orin-fp16.toml").read_text()
-    assert "JetPack 6.0 ships 8.6.2" in text and "6.1/6.2 ship 10.3" in text and "JetPack 6 ships TensorRT 10.3" not in text
+    assert "JetPack 6.0 ships 8.6.2" in text and "6.1/6.2 ship 10.3" in text
+    assert "JetPack 6 ships TensorRT 10.3" not in text
 
 
 def test_plan_refuses_switches_the_release_lacks(tiny_package, tmp_path):

@@ -160,3 +160,51 @@ def test_empty_outputs_with_dynamic_non_batch_dims():
     out = empty_outputs(specs)
     assert set(out) == {"conf", "implant_7"}
     assert out["conf"].shape == (0, 0, 2) and out["implant_7"].shape == (0, 64, 7, 7)
+
+
+@pytest.mark.fixtures
+def test_detector_on_the_uint8_engine_graph_finds_the_same_faces(tmp_path):
+    """RetinaFace over the detector graph the engine is built from (uint8 frame in, mean inside) == the default."""
+    import cv2
+
+    from btnet_edge.backends.ort import OrtBackend
+    from btnet_edge.engines.input_graph import write_uint8_input
+    from btnet_edge.engines.plan import DETECTOR_MEAN_BGR, detector_onnx_bytes
+    from btnet_edge.pipeline.detectors.retinaface import RetinaFaceDetector
+    from tests.conftest import FIXTURES
+
+    scene = FIXTURES / "images" / "scenes" / "t1.jpg"
+    if not scene.is_file():
+        pytest.skip(f"fixtures absent: {scene}")
+    image = cv2.imread(str(scene))
+    source = tmp_path / "det.onnx"
+    source.write_bytes(detector_onnx_bytes())
+    u8 = write_uint8_input(source, tmp_path / "det.u8.onnx", "input", DETECTOR_MEAN_BGR, (1.0, 1.0, 1.0), "BGR")
+    want = RetinaFaceDetector().detect(image)
+    got = RetinaFaceDetector(backend=OrtBackend(u8)).detect(image)
+    assert len(want) == len(got) == 6
+    for a, b in zip(sorted(want, key=lambda d: d.bbox[0]), sorted(got, key=lambda d: d.bbox[0])):
+        assert np.abs(np.asarray(a.bbox) - np.asarray(b.bbox)).max() < 0.5 and abs(a.score - b.score) < 1e-4
+
+
+@pytest.mark.fixtures
+def test_recognizer_on_the_resident_runner(tiny_package, tmp_path):
+    """The Recognizer hands uint8 crops to a resident runner and gets the embeddings the per-graph runner gives."""
+    import cv2
+
+    from btnet_edge.engines.resident import open_resident
+    from btnet_edge.pipeline.recognizer import Recognizer
+    from tests.conftest import FIXTURES
+
+    scene = FIXTURES / "images" / "scenes" / "t1.jpg"
+    if not scene.is_file():
+        pytest.skip(f"fixtures absent: {scene}")
+    (tmp_path / "engines.json").write_text(json.dumps(_plan(tiny_package, tmp_path, "merged")))
+    image = cv2.imread(str(scene))
+    with Recognizer(tiny_package) as reference, Recognizer(tiny_package) as resident:
+        resident.runner = open_resident(tmp_path, "onnxruntime")
+        want, got = reference.get(image), resident.get(image)
+        assert resident.runner.stats.htod_copies == 1 and resident.runner.stats.dtoh_copies == 1
+    assert len(want) == len(got) == 6
+    for a, b in zip(want, got):
+        assert np.abs(a.embedding - b.embedding).max() < 1e-4

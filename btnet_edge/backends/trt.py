@@ -132,6 +132,12 @@ class TrtBackend(Backend):
         self._profiles = {name: compat.profile_shapes(self._engine, name) for name, s in self._specs.items() if s[0]}
         self._stream = self._memory.stream_create()
 
+    @property
+    def context(self) -> Any:
+        """The execution context, for callers that bind device addresses themselves (engines/resident.py)."""
+        self.load()
+        return self._context
+
     def _spec_list(self, inputs: bool) -> list[TensorSpec]:
         self.load()
         return [TensorSpec(n, str(dt), s) for n, (is_in, dt, s) in self._specs.items() if is_in == inputs]
@@ -238,3 +244,12 @@ def trt_backend_factory(package: Any, engines_dir: str | Path | None) -> Any:
         return by_file[file]
 
     return make
+
+
+def trt_detector(engines_dir: str | Path | None, **options: Any) -> Any:
+    """The default RetinaFace decoder over the engine folder's detector engine, or None when it has none."""
+    if engines_dir is None or not (Path(engines_dir) / "detector_retinaface.engine").is_file():
+        return None
+    from ..pipeline.detectors.retinaface import RetinaFaceDetector
+
+    return RetinaFaceDetector(backend=TrtBackend(Path(engines_dir) / "detector_retinaface.engine"), **options)

@@ -4,7 +4,8 @@ FP16 engines differ from FP32 elementwise by design, so acceptance is per
 resolution: mean and minimum cosine between the two embeddings of the same
 input, on random inputs and on real faces when a folder of photos is given
 (mean >= 0.999 passes). Inputs are uint8 BGR crops, as the camera gives them: the
-reference normalises them on the host, engines built with uint8 inputs inside. The embedders are built from any backend per plan entry,
+reference normalises them on the host, engines built with uint8 inputs inside.
+The embedders are built from any backend per plan entry,
 so the comparison is exercised on CPU with FP16 ONNX graphs and on a GPU with
 TensorRT engines alike.
 """

@@ -28,6 +28,11 @@ from .frame_layout import CROPS, EMBEDDING, FrameLayout, Launch, LayoutPlanner, 
 log = logging.getLogger(__name__)
 
 
+def slot_address(address: Mapping[str, int], slot: Slot) -> int:
+    """The address a slot binds to: its buffer's base plus its byte offset (the one rule both executors use)."""
+    return address[slot.buffer] + slot.offset
+
+
 class HostMemory:
     """The CudaMemory calls the runner makes, on host memory: 'device' pointers are numpy buffers' addresses."""
 
@@ -98,10 +103,9 @@ class OrtExecutor:
         session = self.sessions[launch.engine]
         binding = session.io_binding()
         for name, slot in launch.inputs.items():
-            binding.bind_input(name, "cpu", 0, np.dtype(slot.dtype), list(slot.shape), address[slot.buffer] + slot.offset)
+            binding.bind_input(name, "cpu", 0, np.dtype(slot.dtype), list(slot.shape), slot_address(address, slot))
         for name, slot in launch.outputs.items():
-            binding.bind_output(name, "cpu", 0, np.dtype(slot.dtype), list(slot.shape),
-                                address[slot.buffer] + slot.offset)
+            binding.bind_output(name, "cpu", 0, np.dtype(slot.dtype), list(slot.shape), slot_address(address, slot))
         session.run_with_iobinding(binding)
 
     def close(self) -> None:
@@ -122,16 +126,16 @@ class TrtExecutor:
 
     def launch(self, launch: Launch, address: Mapping[str, int], stream: Any) -> None:
         backend = self.backends[launch.engine]
-        context = backend._context
+        context = backend.context
         for name, slot in launch.inputs.items():
             if context.set_input_shape(name, slot.shape) is False:
                 raise BackendError(f"{launch.engine}: TensorRT refused shape {slot.shape} for input {name}")
-            context.set_tensor_address(name, address[slot.buffer] + slot.offset)
+            context.set_tensor_address(name, slot_address(address, slot))
         for name, slot in launch.outputs.items():
             got = tuple(int(d) for d in context.get_tensor_shape(name))
             if got != slot.shape:
                 raise BackendError(f"{launch.engine}: output {name} has shape {got}, the layout expects {slot.shape}")
-            context.set_tensor_address(name, address[slot.buffer] + slot.offset)
+            context.set_tensor_address(name, slot_address(address, slot))
         if not context.execute_async_v3(self.memory.stream_handle(stream)):
             raise BackendError(f"TensorRT failed to run {launch.engine} with inputs "
                                f"{ {n: s.shape for n, s in launch.inputs.items()} }")
@@ -210,11 +214,6 @@ class ResidentRunner:
             self.memory.stream_destroy(self.stream)
             self.address = {}
         self.executor.close()
-
-
-def slot_address(runner: ResidentRunner, slot: Slot) -> int:
-    """The address a slot binds to: its buffer's base plus its offset (what both executors use)."""
-    return runner.address[slot.buffer] + slot.offset
 
 
 def open_resident(engines_dir: str | Path, on: str = "tensorrt", memory: Any = None) -> ResidentRunner:

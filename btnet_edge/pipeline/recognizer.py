@@ -73,6 +73,15 @@ def _resident_runner(backend: str, engines: str | None):
     return open_resident(engines, "tensorrt")
 
 
+def _trt_detector(backend: str, engines: str | None, detector: object, options: dict):
+    """On TensorRT with the default detector, the detector engine of the engine folder when it has one."""
+    if backend != "tensorrt" or detector is not None:
+        return None
+    from ..backends.trt import trt_detector
+
+    return trt_detector(engines, **options)
+
+
 class Recognizer:
     """Multi-resolution face recognition over a model package.
 
@@ -102,7 +111,8 @@ class Recognizer:
             self.detector = detector
         else:
             options = {k: v for k, v in (("score_threshold", det_threshold), ("max_side", max_side)) if v is not None}
-            self.detector = create_detector(detector, device=device, threads=threads, **options)
+            engine = _trt_detector(backend, engines, detector, options)  # the engine folder's detector
+            self.detector = engine or create_detector(detector, device=device, threads=threads, **options)
         self.gallery = gallery
         self.times = StageTimes()
 
