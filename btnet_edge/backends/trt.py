@@ -212,17 +212,11 @@ def open_trt_engines(engines_dir: str | Path, manifest: Any) -> Any:
     Returns :class:`~btnet_edge.engines.trunk_chain.PlanBackends`; its trunk takes the
     merged trunk's feeds (segments are chained inside), so a Recognizer can use it as is.
     """
-    import json
-
-    from ..engines.plan import ENGINES_MANIFEST
+    from ..engines.plan import read_engines_manifest
     from ..engines.trunk_chain import open_plan
 
     folder = Path(engines_dir)
-    path = folder / ENGINES_MANIFEST
-    if not path.is_file():
-        raise BackendError(f"{folder} has no {ENGINES_MANIFEST}; build the engines: btnet-edge build PKG --target T "
-                           f"--out {folder}")
-    plan = json.loads(path.read_text())
+    plan = read_engines_manifest(folder)
     return open_plan(manifest, plan, lambda entry: TrtBackend(folder / entry["engine"]))
 
 

@@ -281,6 +281,19 @@ def plan_engines(package_dir: str | Path, target: Target, features: TrtFeatures,
     }
 
 
+def read_engines_manifest(folder: str | Path) -> dict[str, Any]:
+    """The engines.json of a built engine folder, or an error that says how to build it."""
+    import json
+
+    from ..errors import BackendError
+
+    path = Path(folder) / ENGINES_MANIFEST
+    if not path.is_file():
+        raise BackendError(f"{folder} has no {ENGINES_MANIFEST}; build the engines: btnet-edge build PKG --target T "
+                           f"--out {folder}")
+    return json.loads(path.read_text())
+
+
 def engine_entry(plan: Mapping[str, Any], name: str) -> dict[str, Any]:
     """The plan entry of engine ``name``."""
     for entry in plan["engines"]:
@@ -289,4 +302,5 @@ def engine_entry(plan: Mapping[str, Any], name: str) -> dict[str, Any]:
     raise KeyError(f"the plan has no engine {name!r} (it has {[e['name'] for e in plan['engines']]})")
 
 
-__all__ = ["ENGINES_MANIFEST", "EnginePlan", "batch_profile", "engine_entry", "plan_engines", "trtexec_command"]
+__all__ = ["ENGINES_MANIFEST", "EnginePlan", "batch_profile", "engine_entry", "plan_engines", "read_engines_manifest",
+           "trtexec_command"]

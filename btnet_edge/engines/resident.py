@@ -218,16 +218,10 @@ class ResidentRunner:
 
 def open_resident(engines_dir: str | Path, on: str = "tensorrt", memory: Any = None) -> ResidentRunner:
     """A runner over a built engine folder: ``on="tensorrt"`` (GPU) or ``"onnxruntime"`` (the CPU proof)."""
-    import json
-
-    from .plan import ENGINES_MANIFEST
+    from .plan import read_engines_manifest
 
     folder = Path(engines_dir)
-    path = folder / ENGINES_MANIFEST
-    if not path.is_file():
-        raise BackendError(f"{folder} has no {ENGINES_MANIFEST}; build the engines: btnet-edge build PKG --target T "
-                           f"--out {folder}")
-    plan = json.loads(path.read_text())
+    plan = read_engines_manifest(folder)
     if on == "onnxruntime":
         return ResidentRunner(plan, OrtExecutor(plan), memory or HostMemory())
     if on != "tensorrt":
