@@ -331,3 +331,18 @@ def test_exit_2_without_tensorrt(tiny_package, tmp_path, command):
     assert result.returncode == 2, result.stderr
     assert "JetPack" in result.stderr and "desktop" in result.stderr
     assert not (tmp_path / "eng").exists()  # failed before doing any work
+
+
+def test_rtx_dry_run_without_tensorrt_rtx(tiny_package, tmp_path):
+    """desktop-rtx plans without the module (simulated TensorRT for RTX 1.7): merged min-0 trunk, no trtexec."""
+    blocked = BLOCKED.replace('sys.modules["tensorrt"] = None', 'sys.modules["tensorrt_rtx"] = None')
+    out_json = tmp_path / "plan.json"
+    result = subprocess.run([sys.executable, "-c", blocked, "build", str(tiny_package), "--target", "desktop-rtx",
+                             "--dry-run", "--json", str(out_json), "--out", str(tmp_path / "eng")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(out_json.read_text())
+    assert plan["tensorrt"]["module"] == "tensorrt_rtx" and plan["tensorrt"]["simulated"]
+    assert [e["name"] for e in plan["engines"]] == MERGED_NAMES and plan["trunk"]["form"] == "merged"
+    assert all(e["trtexec"] is None and e["precision_path"] == STRONGLY_TYPED_FP16 for e in plan["engines"])
+    assert not list((tmp_path / "eng").glob("*.engine"))
