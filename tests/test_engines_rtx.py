@@ -117,3 +117,20 @@ def test_rtx_target_rejects_tensorrt_only_fields():
         target_from_dict({**base, "runtime": "tensorrt_rtx", "compute_capabilities": ["9.9"]})
     with pytest.raises(ConfigError, match="Turing"):
         target_from_dict({**base, "runtime": "tensorrt_rtx", "compute_capabilities": ["7.5"], "precision": "fp32"})
+
+
+def test_parsed_io_is_what_the_runtime_binds(rtx_build, tiny_package, tmp_path):
+    """The builder checks the parsed network's I/O names and types against the plan before building."""
+    from btnet_edge.engines.builder import build_engine
+    from btnet_edge.errors import BackendError
+
+    out, _ = rtx_build
+    manifest = json.loads((out / "engines.json").read_text())
+    trunk = next(e for e in manifest["engines"] if e["name"] == "trunk")
+    io = build_engine(trunk, trt=trt).io
+    assert io["image_112"] == {"mode": "input", "dtype": "uint8", "shape": [-1, 112, 112, 3]}
+    assert io["implant_7"]["dtype"] == io["embedding"]["dtype"] == "float32" and io["embedding"]["mode"] == "output"
+    with pytest.raises(BackendError, match="uint8 crops and float32"):
+        build_engine({**trunk, "input_format": "float"}, trt=trt)  # a float plan over a uint8 graph
+    with pytest.raises(BackendError, match="plan expects"):
+        build_engine({**trunk, "outputs": ["features"]}, trt=trt)

@@ -90,7 +90,7 @@ class TrtBackend(Backend):
         onnx_path = Path(entry.get("onnx", "")) if entry else None
         if self.rebuild and onnx_path and onnx_path.is_file() and sha256_of(onnx_path) == found.onnx_sha256:
             log.info("%s is stale (%s): rebuilding it from %s", self.model_path.name, "; ".join(diffs), onnx_path)
-            engine, _ = build_engine(entry, trt=trt)
+            engine = build_engine(entry, trt=trt).engine
             self.model_path.write_bytes(engine)
             save_key(self.model_path, expected, entry)
             return dict(expected.settings)

@@ -13,7 +13,7 @@ import logging
 import re
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 from .._deps import require
 from ..errors import BackendError, ConfigError
@@ -105,8 +105,40 @@ def _parser_error(error: Any) -> str:
     return error.desc() if hasattr(error, "desc") else str(error)
 
 
-def build_engine(entry: Mapping[str, Any], timing_cache: bytes = b"", trt: Any = None) -> tuple[bytes, bytes]:
-    """Serialized engine and updated timing cache for one plan entry."""
+class BuiltEngine(NamedTuple):
+    """One build's output: the serialized engine, the updated timing cache and the network's I/O tensors."""
+
+    engine: bytes
+    timing_cache: bytes
+    io: dict[str, dict[str, Any]]
+
+
+def network_io(trt: Any, network: Any, entry: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The parsed network's inputs and outputs, checked against what the runtime will bind.
+
+    Names must be the plan's; an image input is uint8 exactly when the plan says ``uint8_bgr``;
+    every other tensor is float32 (the device-resident layout binds float32 implants and embeddings).
+    """
+    io = {}
+    for mode, count, get in (("input", network.num_inputs, network.get_input),
+                             ("output", network.num_outputs, network.get_output)):
+        for index in range(count):
+            tensor = get(index)
+            io[tensor.name] = {"mode": mode, "dtype": str(compat.numpy_dtype(trt, tensor.dtype)),
+                               "shape": [int(d) for d in tensor.shape]}
+    expected = {name: "input" for name in entry["inputs"]} | {name: "output" for name in entry["outputs"]}
+    if {name: t["mode"] for name, t in io.items()} != expected:
+        raise BackendError(f"{entry['onnx']} has I/O {sorted(io)}, the plan expects {sorted(expected)}: plan again")
+    image = entry["inputs"][0] if entry.get("input_format") == "uint8_bgr" else None
+    wrong = {name: t["dtype"] for name, t in io.items() if t["dtype"] != ("uint8" if name == image else "float32")}
+    if wrong:
+        raise BackendError(f"{entry['name']}: TensorRT {trt.__version__} parsed {wrong} from {entry['onnx']}; the "
+                           "runtime binds uint8 crops and float32 features: plan again with this btnet-edge")
+    return io
+
+
+def build_engine(entry: Mapping[str, Any], timing_cache: bytes = b"", trt: Any = None) -> BuiltEngine:
+    """Serialized engine, updated timing cache and checked I/O for one plan entry."""
     trt = trt or require("tensorrt", extra="trt")
     logger = trt_logger(trt)
     builder = trt.Builder(logger)
@@ -115,6 +147,7 @@ def build_engine(entry: Mapping[str, Any], timing_cache: bytes = b"", trt: Any =
     if not parser.parse_from_file(str(entry["onnx"])):
         errors = "; ".join(_parser_error(parser.get_error(i)) for i in range(parser.num_errors))
         raise BackendError(f"TensorRT {trt.__version__} cannot parse {entry['onnx']}: {errors}")
+    io = network_io(trt, network, entry)
     config = builder.create_builder_config()
     _configure(trt, builder, config, entry)
     timed = compat.features_of(trt).runtime != compat.RTX_MODULE  # TensorRT for RTX times nothing ahead of time
@@ -127,7 +160,7 @@ def build_engine(entry: Mapping[str, Any], timing_cache: bytes = b"", trt: Any =
     if serialized is None:
         raise BackendError(f"TensorRT {trt.__version__} failed to build {entry['name']} from {entry['onnx']}; "
                            "TensorRT's errors are above (rerun with --verbose for its full log)")
-    return bytes(serialized), bytes(config.get_timing_cache().serialize()) if timed else b""
+    return BuiltEngine(bytes(serialized), bytes(config.get_timing_cache().serialize()) if timed else b"", io)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -165,7 +198,7 @@ def build_all(plan: Mapping[str, Any], out_dir: str | Path, force: bool = False,
     for number, entry in enumerate((e for e in plan["engines"] if e["name"] in stale), start=1):
         say(f"[{number}/{total}] building {entry['name']} ({stale[entry['name']]}) ...")
         start = time.perf_counter()
-        engine, cache = build_engine(entry, cache, trt)
+        engine, cache, io = build_engine(entry, cache, trt)
         engine_path = out_dir / entry["engine"]
         _write_atomic(engine_path, engine)
         if cache:
@@ -173,7 +206,7 @@ def build_all(plan: Mapping[str, Any], out_dir: str | Path, force: bool = False,
         save_key(engine_path, key_for(entry, env), entry)
         write_engines_manifest(out_dir, plan, env)
         built.append({"name": entry["name"], "seconds": round(time.perf_counter() - start, 1),
-                      "bytes": len(engine), "reason": stale[entry["name"]]})
+                      "bytes": len(engine), "reason": stale[entry["name"]], "io": io})
         say(f"[{number}/{total}] {entry['name']}: {len(engine) / 1e6:.1f} MB in {built[-1]['seconds']} s")
     manifest = write_engines_manifest(out_dir, plan, env)
     fresh = [e["name"] for e in plan["engines"] if e["name"] not in stale]
