@@ -208,3 +208,47 @@ def test_recognizer_on_the_resident_runner(tiny_package, tmp_path):
     assert len(want) == len(got) == 6
     for a, b in zip(want, got):
         assert np.abs(a.embedding - b.embedding).max() < 1e-4
+
+
+@pytest.mark.fixtures
+@pytest.mark.parametrize("scene", ["scenes/t1.jpg", "unlabeled/crowd_t2.jpg"])
+def test_detector_top_k_graph_finds_the_same_faces(tmp_path, scene):
+    """The K best anchors picked inside the graph (what the detector engine downloads) decode to the same faces."""
+    import cv2
+
+    from btnet_edge.backends.ort import OrtBackend
+    from btnet_edge.engines.detector_graph import anchor_count, top_anchors
+    from btnet_edge.engines.input_graph import save_if_changed, uint8_input
+    from btnet_edge.engines.plan import DETECTOR_MEAN_BGR, detector_onnx_bytes
+    from btnet_edge.pipeline.detectors.retinaface import RetinaFaceDetector
+    from tests.conftest import FIXTURES
+
+    path = FIXTURES / "images" / scene
+    if not path.is_file():
+        pytest.skip(f"fixtures absent: {path}")
+    image = cv2.imread(str(path))
+    scale = min(1.0, 1920 / max(image.shape[:2]))  # the shipped targets' largest detector input
+    image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    onnx = pytest.importorskip("onnx")
+    u8 = uint8_input(onnx.load_from_string(detector_onnx_bytes()), "input", DETECTOR_MEAN_BGR, (1.0, 1.0, 1.0), "BGR")
+    graph = save_if_changed(top_anchors(u8, 3000), tmp_path / "det.top.onnx")
+    want = RetinaFaceDetector().detect(image)
+    with OrtBackend(graph) as backend:
+        got = RetinaFaceDetector(backend=backend).detect(image)
+        rows = backend.infer({"input": np.full((1, 320, 320, 3), 117, np.uint8)})
+    assert len(got) == len(want) >= 6
+    for a, b in zip(sorted(want, key=lambda d: tuple(d.bbox)), sorted(got, key=lambda d: tuple(d.bbox))):
+        assert np.abs(np.asarray(a.bbox) - np.asarray(b.bbox)).max() < 0.5 and abs(a.score - b.score) < 1e-4
+    assert rows["loc"].shape == (1, 3000, 4) and rows["anchor_index"].dtype == np.int32
+    assert rows["anchor_index"].max() < anchor_count(320, 320)
+
+
+def test_top_k_must_fit_the_smallest_input():
+    from btnet_edge.engines.targets import target_from_dict
+    from btnet_edge.errors import ConfigError
+
+    base = {"name": "t", "workspace_mb": 64, "batch": {"default": {"min": 1, "opt": 1, "max": 2}}}
+    with pytest.raises(ConfigError, match="top_k"):
+        target_from_dict({**base, "detector": {"top_k": 5000, "min_hw": [320, 320]}})  # 4200 anchors at 320x320
+    with pytest.raises(ConfigError, match="batch = 1"):
+        target_from_dict({**base, "detector": {"top_k": 100, "batch": 2}})

@@ -19,6 +19,7 @@ from .._deps import require
 from ..errors import BackendError, ConfigError
 from . import _trt_compat as compat
 from .cache_key import RuntimeEnv, key_for, read_existing_keys, read_l4t_release, save_key, stale_engines
+from .detector_graph import ANCHOR_INDEX
 from .plan import ENGINES_MANIFEST
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,8 @@ def network_io(trt: Any, network: Any, entry: Mapping[str, Any]) -> dict[str, di
     if {name: t["mode"] for name, t in io.items()} != expected:
         raise BackendError(f"{entry['onnx']} has I/O {sorted(io)}, the plan expects {sorted(expected)}: plan again")
     image = entry["inputs"][0] if entry.get("input_format") == "uint8_bgr" else None
-    wrong = {name: t["dtype"] for name, t in io.items() if t["dtype"] != ("uint8" if name == image else "float32")}
+    wanted = {image: "uint8", ANCHOR_INDEX: "int32"}
+    wrong = {name: t["dtype"] for name, t in io.items() if t["dtype"] != wanted.get(name, "float32")}
     if wrong:
         raise BackendError(f"{entry['name']}: TensorRT {trt.__version__} parsed {wrong} from {entry['onnx']}; the "
                            "runtime binds uint8 crops and float32 features: plan again with this btnet-edge")

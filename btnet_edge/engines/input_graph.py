@@ -70,7 +70,12 @@ def write_uint8_input(source: Path, destination: Path, input_name: str, mean: Se
                       color_order: str) -> Path:
     """Save the uint8-input copy of the ONNX file ``source`` (skipped when an identical file is there)."""
     onnx = require("onnx", extra="trt")
-    data = uint8_input(onnx.load(str(source)), input_name, mean, std, color_order).SerializeToString()
+    return save_if_changed(uint8_input(onnx.load(str(source)), input_name, mean, std, color_order), destination)
+
+
+def save_if_changed(model: Any, destination: Path) -> Path:
+    """Write ``model`` to ``destination`` unless identical bytes are there (temporary name, then rename)."""
+    data = model.SerializeToString()
     if not destination.is_file() or destination.read_bytes() != data:
         temporary = destination.with_name(destination.name + ".tmp")
         temporary.write_bytes(data)

@@ -237,10 +237,20 @@ class _Planner:
         if not path.is_file() or path.read_bytes() != data:
             path.write_bytes(data)
         path = self._image_input(path, DETECTOR_INPUT, DETECTOR_MEAN_BGR, (1.0, 1.0, 1.0), "BGR")
+        outputs = list(DETECTOR_OUTPUTS)
+        if spec.top_k:  # the K best anchors picked on the device: K rows to download, not every anchor
+            from .._deps import require
+            from .detector_graph import ANCHOR_INDEX, top_anchors
+            from .input_graph import save_if_changed
+
+            stem = path.name[:-5]
+            model = require("onnx", extra="trt").load(str(path))
+            path = save_if_changed(top_anchors(model, spec.top_k), path.with_name(f"{stem}.top.onnx"))
+            outputs.append(ANCHOR_INDEX)
         shapes = {which: [spec.batch, *self.image_shape((3, *hw))]
                   for which, hw in (("min", spec.min_hw), ("opt", spec.opt_hw), ("max", spec.max_hw))}
         self.add(DETECTOR_NAME, "detector", path, DETECTOR_SOURCE, [{DETECTOR_INPUT: shapes}], [DETECTOR_INPUT],
-                 list(DETECTOR_OUTPUTS), image=True)
+                 outputs, image=True)
 
 
 def plan_engines(package_dir: str | Path, target: Target, features: TrtFeatures, out_dir: str | Path,

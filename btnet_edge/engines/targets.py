@@ -50,6 +50,7 @@ class DetectorTarget:
     min_hw: tuple[int, int] = (320, 320)
     opt_hw: tuple[int, int] = (640, 640)
     max_hw: tuple[int, int] = (1088, 1920)
+    top_k: int = 0  # > 0: the engine keeps the K best anchors (engines/detector_graph.py); batch 1 only
 
 
 @dataclass(frozen=True)
@@ -157,13 +158,19 @@ def _detector(data: Any) -> DetectorTarget:
         return DetectorTarget()
     if not isinstance(data, Mapping):
         raise ConfigError("target field detector should be a table")
-    unknown = sorted(set(data) - {"build", "batch", "min_hw", "opt_hw", "max_hw"})
+    unknown = sorted(set(data) - {"build", "batch", "min_hw", "opt_hw", "max_hw", "top_k"})
     if unknown:
         raise ConfigError(f"target field detector has unknown keys {unknown}")
     base = DetectorTarget()
     detector = DetectorTarget(_bool(data, "build", True), _int(data, "batch", "detector.", 1, base.batch),
                               _hw(data, "min_hw", base.min_hw), _hw(data, "opt_hw", base.opt_hw),
-                              _hw(data, "max_hw", base.max_hw))
+                              _hw(data, "max_hw", base.max_hw), _int(data, "top_k", "detector.", 0, 0))
+    if detector.top_k:
+        from .detector_graph import check_top_k
+
+        check_top_k(detector.top_k, detector.min_hw)
+        if detector.batch != 1:
+            raise ConfigError("target field detector.top_k needs detector.batch = 1")
     for axis in (0, 1):
         if not detector.min_hw[axis] <= detector.opt_hw[axis] <= detector.max_hw[axis]:
             raise ConfigError("target field detector should satisfy min_hw <= opt_hw <= max_hw on both axes, "

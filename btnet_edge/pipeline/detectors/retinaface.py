@@ -132,6 +132,12 @@ class RetinaFaceDetector(FaceDetector):
         out = backend.infer({self._input_name: blob})
         loc, conf, landmarks = (out[name][0] for name in RETINAFACE_OUTPUTS)
         priors = retinaface_priors(padded_h, padded_w)
+        if "anchor_index" in out:  # an engine that kept the K best anchors (engines/detector_graph.py)
+            index = out["anchor_index"][0]
+            if index.size and not 0 <= int(index.min()) <= int(index.max()) < len(priors):
+                raise BackendError(f"RetinaFace anchor indices run to {int(index.max())}, but a {padded_w}x{padded_h} "
+                                   f"input has {len(priors)} anchors: the engine was built for another anchor layout")
+            priors = priors[index]
         if len(priors) != len(conf):
             raise BackendError(
                 f"RetinaFace returned {len(conf)} anchors for a {padded_w}x{padded_h} input, but strides "
