@@ -18,7 +18,7 @@ it on the CPU (same plan, same offsets). The rules it encodes:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
@@ -66,7 +66,6 @@ class FrameLayout:
     download: Slot  # the embeddings, in trunk order (112, then each implant's resolution)
     counts: dict[int, int]
     upload_bytes: int = 0
-    notes: list[str] = field(default_factory=list)
 
 
 class LayoutPlanner:
@@ -87,16 +86,19 @@ class LayoutPlanner:
         self.capacity = self._capacities()
 
     def _max_batch(self, resolution: int) -> int:
-        name = "branch_%d" % resolution if resolution != 112 else ("trunk" if self.form == "merged" else
-                                                                     "trunk_seg0_112")
+        """Most faces per call at ``resolution``: the profile max of the engine that takes its crops."""
+        if resolution != self.resolutions[0]:
+            name = f"branch_{resolution}"
+        else:
+            name = "trunk" if self.form == "merged" else self.plan["trunk"]["segments"][0]["engine"]
         profile = self.entries[name]["profiles"][0]
-        key = next(iter(profile)) if resolution != 112 else self.trunk_inputs[0][0]
+        key = self.entries[name]["inputs"][0]
         return int(profile[key]["max"][0])
 
     def _capacities(self) -> dict[str, int]:
         crops = sum(_aligned(self.max_faces[r] * r * r * 3) for r in self.resolutions)
         capacity = {CROPS: crops, EMBEDDING: _aligned(sum(self.max_faces.values()) * self.embedding_size * 4)}
-        rows = self.max_faces[112]
+        rows = self.max_faces[self.resolutions[0]]
         for r in self.resolutions[1:]:
             per_face = int(np.prod(self.implant_shape[r])) * 4
             rows = rows + self.max_faces[r] if self.form != "merged" else self.max_faces[r]
@@ -128,13 +130,12 @@ class LayoutPlanner:
         if self.form == "merged":
             if total:
                 entry = self.entries["trunk"]
-                inputs = {self.trunk_inputs[0][0]: uploads[112]}
+                inputs = {self.trunk_inputs[0][0]: uploads[self.resolutions[0]]}
                 inputs.update({name: self._implant_slot(r, counts) for name, _, r in self.trunk_inputs[1:]})
                 launches.append(Launch("trunk", inputs, {entry["outputs"][0]: download}))
         else:
-            launches += self._segment_launches(uploads[112], counts, download)
-        layout = FrameLayout(uploads, launches, download, counts, upload_bytes=offset)
-        return layout
+            launches += self._segment_launches(uploads[self.resolutions[0]], counts, download)
+        return FrameLayout(uploads, launches, download, counts, upload_bytes=offset)
 
     def _implant_slot(self, resolution: int, counts: Mapping[int, int]) -> Slot:
         """Where branch ``resolution`` writes: its trunk input (merged) or the rows after the trunk's own."""
@@ -154,8 +155,8 @@ class LayoutPlanner:
         launches = []
         for link in self.plan["trunk"]["segments"]:
             r = int(link["resolution"])
-            rows = self._rows_before(r, counts) + (counts[r] if r != 112 else counts[112])
-            if r == 112:
+            rows = self._rows_before(r, counts) + counts[r]
+            if r == self.resolutions[0]:
                 source = image
             else:
                 source = Slot(self._implant_buffer(r), 0, (rows, *self.implant_shape[r]), "float32")
