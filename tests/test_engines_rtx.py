@@ -137,3 +137,15 @@ def test_parsed_io_is_what_the_runtime_binds(rtx_build, tiny_package, tmp_path):
         build_engine({**trunk, "input_format": "float"}, trt=trt)  # a float plan over a uint8 graph
     with pytest.raises(BackendError, match="plan expects"):
         build_engine({**trunk, "outputs": ["features"]}, trt=trt)
+
+
+def test_check_without_a_gpu_says_so(rtx_build, tiny_package):
+    """btnet-edge check on built engines where no driver answers: exit 1, the reason, no traceback."""
+    from btnet_edge.engines.cuda_mem import driver_cuda_version
+
+    if driver_cuda_version() is not None:
+        pytest.skip("this machine has an NVIDIA driver: tests/test_trt_gpu.py runs check for real")
+    out, _ = rtx_build
+    result = subprocess.run([sys.executable, "-m", "btnet_edge", "check", str(tiny_package), "--engines", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "no NVIDIA driver" in result.stderr and "Traceback" not in result.stderr

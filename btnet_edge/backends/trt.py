@@ -114,6 +114,7 @@ class TrtBackend(Backend):
         if not self.model_path.is_file():
             raise BackendError(f"engine {self.model_path} does not exist; build it: btnet-edge build PKG --target T")
         self._memory = self._memory or cuda_memory()
+        self._memory.device_properties(0)  # no GPU or a refused driver: say so, not "cannot deserialize"
         settings = self._verify(trt)
         runtime = trt.Runtime(trt_logger(trt))
         if settings.get("version_compatible"):

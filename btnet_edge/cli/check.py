@@ -32,7 +32,10 @@ def run(args: argparse.Namespace) -> int:
     from .._deps import require
     from ..errors import PackageError
 
-    require("tensorrt", extra="trt")  # exit 2 with the install hint before any work
+    manifest_path = args.engines / "engines.json"
+    module = json.loads(manifest_path.read_text()).get("tensorrt", {}).get("module", "tensorrt") \
+        if manifest_path.is_file() else "tensorrt"
+    require(module, extra="trt")  # tensorrt or tensorrt_rtx: exit 2 with the install hint before any work
     from ..backends.trt import TrtBackend
     from ..engines.check import close_all, compare, face_inputs, ort_reference, plan_embedder, random_inputs
     from ..engines.plan import ENGINES_MANIFEST
