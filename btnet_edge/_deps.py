@@ -21,6 +21,7 @@ _HINTS = {
         "python3-libnvinfer); on a desktop GPU, pip install tensorrt from NVIDIA's index "
         "(see docs/tensorrt.md)"
     ),
+    "tensorrt_rtx": "pip install tensorrt-rtx-cu12  (TensorRT for RTX, from PyPI: x86-64 Linux and Windows)",
     "cuda": 'pip install "btnet-edge[trt]"  (cuda-python, for device memory)',
     "pycuda": "pip install pycuda  (needs the CUDA toolkit to compile)",
     "matplotlib": 'pip install "btnet-edge[plot]"',

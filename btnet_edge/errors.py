@@ -38,6 +38,10 @@ class BackendError(BtnetError):
     """A backend cannot load or run a graph."""
 
 
+class NoGpuError(BackendError):
+    """No NVIDIA driver or GPU answers on this machine (GPU tests skip on this, and only on this)."""
+
+
 class EngineMismatchError(BackendError):
     """A TensorRT engine was built for another GPU or TensorRT version."""
 

@@ -25,6 +25,7 @@ TOOL = ROOT / "tools" / "build_engines.py"
 VERSIONS = ("8.6", "10.3", "11.4")
 ENGINE_NAMES = ["branch_28", "branch_14", "branch_7", "trunk_seg0_112", "trunk_seg1_28", "trunk_seg2_14",
                 "trunk_seg3_7", "detector_retinaface"]
+MERGED_NAMES = ["branch_28", "branch_14", "branch_7", "trunk", "detector_retinaface"]
 ORIN = RuntimeEnv("10.3.0", "Orin", "8.7", 16, "36.3.0")
 
 pytest.importorskip("onnx", reason="planning cuts and converts ONNX graphs: needs onnx (btnet-edge[trt])")
@@ -34,7 +35,7 @@ pytest.importorskip("onnx", reason="planning cuts and converts ONNX graphs: need
 def plans(tiny_package, tmp_path_factory) -> dict[str, dict]:
     from btnet_edge.engines.plan import plan_engines
 
-    target = load_target("desktop-fp16")
+    target = replace(load_target("desktop-fp16"), trunk_form="segments", input_format="float")  # the fallback form
     return {v: plan_engines(tiny_package, target, simulated_features(v), tmp_path_factory.mktemp(f"trt{v}"),
                             simulated=True) for v in VERSIONS}
 
@@ -47,6 +48,41 @@ def test_shipped_targets_load():
         target = load_target(name)
         assert target.precision == "fp16" and target.default_batch.min >= 1
     assert (ROOT / "engines" / "targets" / "README.md").is_file()
+
+
+def test_jetson_target_names_the_jetpack_tensorrt_releases():
+    text = (ROOT / "btnet_edge" / "engines" / "targets" / "jetson-orin-fp16.toml").read_text()
+    assert "JetPack 6.0 ships 8.6.2" in text and "6.1/6.2 ship 10.3" in text
+    assert "JetPack 6 ships TensorRT 10.3" not in text
+
+
+def test_plan_refuses_switches_the_release_lacks(tiny_package, tmp_path):
+    """TensorRT 8.5 (JetPack 5) has no compatibility or optimization-level switches: refused, not emitted."""
+    from btnet_edge.engines.plan import plan_engines
+
+    base = replace(load_target("jetson-orin-fp16"), trunk_form="merged")
+    for change in ({"version_compatible": True}, {"hardware_compatibility": "ampere_plus"},
+                   {"builder_optimization_level": 4}):
+        with pytest.raises(ConfigError, match=next(iter(change))):
+            plan_engines(tiny_package, replace(base, **change), simulated_features("8.5"), tmp_path)
+    plan = plan_engines(tiny_package, base, simulated_features("8.5"), tmp_path)
+    for entry in plan["engines"]:
+        for flag in ("--hardwareCompatibilityLevel", "--versionCompatible", "--builderOptimizationLevel",
+                     "--stronglyTyped"):
+            assert flag not in entry["trtexec"]
+        assert "--fp16" in entry["trtexec"]
+
+
+def test_stronglytyped_flag_only_where_it_means_something(tiny_package, tmp_path):
+    """10.x with an FP16 ONNX needs --stronglyTyped; on 11 every network is strongly typed and the flag is a no-op."""
+    from btnet_edge.engines.plan import plan_engines
+
+    target = replace(load_target("desktop-fp16"), detector=replace(load_target("desktop-fp16").detector, build=False))
+    ten = replace(simulated_features("10.3"), builder_flag_fp16=False)
+    line = plan_engines(tiny_package, target, ten, tmp_path / "a")["engines"][0]["trtexec"]
+    assert "--stronglyTyped" in line and ".fp16.onnx" in line
+    line = plan_engines(tiny_package, target, simulated_features("11.4"), tmp_path / "b")["engines"][0]["trtexec"]
+    assert "--stronglyTyped" not in line and "--fp16" not in line and ".fp16.onnx" in line
 
 
 def test_target_by_path(tmp_path):
@@ -103,16 +139,17 @@ def test_plan_shape(plans, version):
 
     plan = plans[version]
     assert [e["name"] for e in plan["engines"]] == ENGINE_NAMES
-    assert plan["tensorrt"] == {"version": version, "simulated": True, "features": plan["tensorrt"]["features"]}
+    assert plan["tensorrt"] == {"version": version, "simulated": True, "module": "tensorrt",
+                                "features": plan["tensorrt"]["features"]}
     for entry in plan["engines"]:
         assert {"name", "onnx", "sha256", "precision_path", "profiles", "engine", "inputs", "outputs"} <= set(entry)
         assert Path(entry["onnx"]).is_file() and sha256_of(entry["onnx"]) == entry["sha256"]
         assert entry["engine"] == entry["name"] + ".engine"
         for profile in entry["profiles"]:
             for shapes in profile.values():
-                assert shapes["min"][0] >= 1, "TensorRT rejects batch minimum 0 (NVIDIA/TensorRT#337)"
+                assert shapes["min"][0] >= 1, "segment and branch profiles start at 1: empty ones are skipped"
                 assert all(lo <= o <= hi for lo, o, hi in zip(shapes["min"], shapes["opt"], shapes["max"]))
-    assert plan["trunk"]["form"] == "segments" and "TensorRT#337" in plan["trunk"]["reason"]
+    assert plan["trunk"]["form"] == "segments" and "zero-copy" in plan["trunk"]["reason"]
     json.dumps(plan)  # JSON-ready as is
 
 
@@ -129,10 +166,11 @@ def test_precision_path_switches_at_11(plans, tiny_package):
 
 
 def test_trtexec_equivalent(plans):
-    for version, flag in (("10.3", "--fp16"), ("11.4", "--stronglyTyped")):
+    for version, flag in (("10.3", "--fp16"), ("11.4", "")):  # 11 is strongly typed always: no flag
         entry = next(e for e in plans[version]["engines"] if e["name"] == "trunk_seg1_28")
         line = entry["trtexec"]
         assert line.startswith(f"trtexec --onnx={entry['onnx']} --saveEngine=trunk_seg1_28.engine") and flag in line
+        assert "--stronglyTyped" not in line
         shapes = entry["profiles"][0]["merged_28"]
         assert f"--minShapes=merged_28:{'x'.join(map(str, shapes['min']))}" in line
         assert f"--maxShapes=merged_28:{'x'.join(map(str, shapes['max']))}" in line
@@ -162,7 +200,7 @@ def test_merged_trunk_form_and_fp32(tiny_package, tmp_path):
     trunk = plan["engines"][-1]
     assert trunk["precision_path"] == "fp32" and set(trunk["profiles"][0]) == {"image_112", "implant_28",
                                                                                "implant_14", "implant_7"}
-    assert all(s["min"][0] == 1 for s in trunk["profiles"][0].values()) and "at least one face" in trunk["notes"][0]
+    assert all(s["min"][0] == 0 for s in trunk["profiles"][0].values()) and "0 <= minDims" in trunk["notes"][0]
 
 
 def test_segments_chain_matches_trunk(plans, tiny_package):
@@ -269,7 +307,7 @@ def test_cli_dry_run_contract(tiny_package, tmp_path, version, path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     plan = json.loads(out_json.read_text())
-    assert [e["name"] for e in plan["engines"]] == ENGINE_NAMES
+    assert [e["name"] for e in plan["engines"]] == MERGED_NAMES  # "auto": one merged trunk with min-0 profiles
     for entry in plan["engines"]:
         assert {"name", "onnx", "sha256", "precision_path", "profiles"} <= set(entry)
         assert entry["precision_path"] == path
@@ -293,3 +331,18 @@ def test_exit_2_without_tensorrt(tiny_package, tmp_path, command):
     assert result.returncode == 2, result.stderr
     assert "JetPack" in result.stderr and "desktop" in result.stderr
     assert not (tmp_path / "eng").exists()  # failed before doing any work
+
+
+def test_rtx_dry_run_without_tensorrt_rtx(tiny_package, tmp_path):
+    """desktop-rtx plans without the module (simulated TensorRT for RTX 1.7): merged min-0 trunk, no trtexec."""
+    blocked = BLOCKED.replace('sys.modules["tensorrt"] = None', 'sys.modules["tensorrt_rtx"] = None')
+    out_json = tmp_path / "plan.json"
+    result = subprocess.run([sys.executable, "-c", blocked, "build", str(tiny_package), "--target", "desktop-rtx",
+                             "--dry-run", "--json", str(out_json), "--out", str(tmp_path / "eng")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(out_json.read_text())
+    assert plan["tensorrt"]["module"] == "tensorrt_rtx" and plan["tensorrt"]["simulated"]
+    assert [e["name"] for e in plan["engines"]] == MERGED_NAMES and plan["trunk"]["form"] == "merged"
+    assert all(e["trtexec"] is None and e["precision_path"] == STRONGLY_TYPED_FP16 for e in plan["engines"])
+    assert not list((tmp_path / "eng").glob("*.engine"))

@@ -49,6 +49,16 @@ def inputs(mfn_package):
     return manifest, sets
 
 
+@pytest.fixture(scope="module")
+def tensors(inputs):
+    """The same crops normalised for the graphs (float NCHW), as the host does."""
+    from btnet_edge.pipeline.preprocess import preprocess
+
+    manifest, sets = inputs
+    return manifest, {source: {r: preprocess(crops, manifest.preprocess, r) for r, crops in per_resolution.items()}
+                      for source, per_resolution in sets.items()}
+
+
 def _initializers(model) -> dict[str, int]:
     return {init.name: init.data_type for init in model.graph.initializer}
 
@@ -95,8 +105,8 @@ def _run(model, feeds):
     return OrtBackend(model.SerializeToString()).infer(feeds)
 
 
-def test_cosine_on_onnx_runtime(converted, inputs):
-    manifest, sets = inputs
+def test_cosine_on_onnx_runtime(converted, tensors):
+    manifest, sets = tensors
     for source, per_resolution in sets.items():
         for r in (28, 7):
             feeds = {f"image_{r}": per_resolution[r]}
@@ -111,11 +121,11 @@ def test_cosine_on_onnx_runtime(converted, inputs):
         assert cosine_rows(fp32, fp16).mean() >= 0.999, source
 
 
-def test_cosine_on_reference_evaluator(converted, inputs):
+def test_cosine_on_reference_evaluator(converted, tensors):
     """float16 arithmetic end to end (ONNX Runtime CPU may run some FP16 nodes in FP32)."""
     from onnx.reference import ReferenceEvaluator
 
-    _, sets = inputs
+    _, sets = tensors
     faces = sets.get("faces") or sets["random"]
     fp32_model, fp16_model, _ = converted["fused_14.onnx"]
     feeds = {"image_14": faces[14][:4]}
@@ -162,6 +172,6 @@ def test_check_logic_on_cpu(mfn_package, inputs, tmp_path):
     assert {row["resolution"] for row in rows} == {112, 28, 14, 7}
     assert all(row["passed"] and row["min_cosine"] > 0.99 for row in rows), rows
     # A wrong candidate fails: a trunk fed the wrong entry point is far from the reference.
-    wrong = compare(reference, lambda r, x: reference(112, np.zeros((len(x), 3, 112, 112), np.float32)),
+    wrong = compare(reference, lambda r, x: reference(112, np.zeros((len(x), 112, 112, 3), np.uint8)),
                     {28: sets["random"][28]}, "random")
     assert not wrong[0]["passed"]

@@ -15,6 +15,7 @@ from .base import Backend, TensorSpec
 log = logging.getLogger(__name__)
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64", "tensor(int32)": "int32"}
+_ORT_TYPES["tensor(uint8)"] = "uint8"  # engines' graphs that take uint8 crops (engines/input_graph.py)
 
 
 def ort_providers(device: str = "cpu") -> list[str]:

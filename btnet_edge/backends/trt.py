@@ -5,8 +5,11 @@ TensorRT before deserializing: on a mismatch it is rebuilt when its ONNX is at
 hand, otherwise loading fails naming both sides. Device and pinned host buffers
 are allocated once per tensor and grown on demand; inputs are copied, the engine
 run (``set_input_shape``/``set_tensor_address``/``execute_async_v3``) and
-outputs copied back on the one stream. An empty batch returns empty outputs
-without a launch (TensorRT profiles start at batch 1).
+outputs copied back on the one stream. A call whose inputs are all empty returns
+empty outputs without a launch; an engine built with min-0 profiles (the merged
+trunk) runs with some inputs empty. Engines of TensorRT for RTX (key setting
+``runtime``) load through ``tensorrt_rtx``. For whole frames on the device see
+:mod:`btnet_edge.engines.resident`, which binds these engines without host copies.
 """
 
 from __future__ import annotations
@@ -18,12 +21,17 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .._deps import require
 from ..errors import BackendError
 from ..safe_io import atomic_write_bytes
 from .base import Backend, TensorSpec
 
 log = logging.getLogger(__name__)
+
+
+def empty_outputs(specs: Mapping[str, tuple[bool, np.dtype, tuple[int, ...]]]) -> dict[str, np.ndarray]:
+    """Zero-row outputs for a call with no faces; a dynamic non-batch dim (-1, e.g. anchors) becomes 0."""
+    return {name: np.zeros((0, *(max(int(d), 0) for d in shape[1:])), dtype)
+            for name, (is_input, dtype, shape) in specs.items() if not is_input}
 
 
 class _Buffer:
@@ -83,15 +91,23 @@ class TrtBackend(Backend):
         onnx_path = Path(entry.get("onnx", "")) if entry else None
         if self.rebuild and onnx_path and onnx_path.is_file() and sha256_of(onnx_path) == found.onnx_sha256:
             log.info("%s is stale (%s): rebuilding it from %s", self.model_path.name, "; ".join(diffs), onnx_path)
-            engine, _ = build_engine(entry, trt=trt)
+            engine = build_engine(entry, trt=trt).engine
             atomic_write_bytes(self.model_path, engine, "engine")
             save_key(self.model_path, expected, entry)
             return dict(expected.settings)
         require_match(self.model_path, expected, found)
         return {}
 
+    def _runtime_module(self) -> Any:
+        """``tensorrt``, or ``tensorrt_rtx`` for an engine whose key says TensorRT for RTX built it."""
+        from ..engines._trt_compat import trt_module
+        from ..engines.cache_key import load_sidecar
+
+        sidecar = load_sidecar(self.model_path) if self.model_path.is_file() else None
+        return trt_module(dict(sidecar[0].settings).get("runtime", "tensorrt") if sidecar else "tensorrt")
+
     def _load(self) -> None:
-        trt = require("tensorrt", extra="trt")
+        trt = self._runtime_module()
         from ..engines import _trt_compat as compat
         from ..engines.builder import trt_logger
         from ..engines.cuda_mem import cuda_memory
@@ -99,6 +115,7 @@ class TrtBackend(Backend):
         if not self.model_path.is_file():
             raise BackendError(f"engine {self.model_path} does not exist; build it: btnet-edge build PKG --target T")
         self._memory = self._memory or cuda_memory()
+        self._memory.device_properties(0)  # no GPU or a refused driver: say so, not "cannot deserialize"
         settings = self._verify(trt)
         runtime = trt.Runtime(trt_logger(trt))
         if settings.get("version_compatible"):
@@ -117,6 +134,12 @@ class TrtBackend(Backend):
         self._profiles = {name: compat.profile_shapes(self._engine, name) for name, s in self._specs.items() if s[0]}
         self._stream = self._memory.stream_create()
 
+    @property
+    def context(self) -> Any:
+        """The execution context, for callers that bind device addresses themselves (engines/resident.py)."""
+        self.load()
+        return self._context
+
     def _spec_list(self, inputs: bool) -> list[TensorSpec]:
         self.load()
         return [TensorSpec(n, str(dt), s) for n, (is_in, dt, s) in self._specs.items() if is_in == inputs]
@@ -129,9 +152,6 @@ class TrtBackend(Backend):
     def outputs(self) -> list[TensorSpec]:
         return self._spec_list(False)
 
-    def _empty_outputs(self) -> dict[str, np.ndarray]:
-        return {n: np.zeros((0, *s[1:]), dt) for n, (is_in, dt, s) in self._specs.items() if not is_in}
-
     def _check_batch(self, name: str, shape: tuple[int, ...]) -> None:
         low, _, high = self._profiles[name]
         if not all(lo <= d <= hi for d, lo, hi in zip(shape, low, high)):
@@ -141,19 +161,19 @@ class TrtBackend(Backend):
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         batches = {name: int(np.shape(value)[0]) for name, value in feeds.items()}
         if not any(batches.values()):
-            return self._empty_outputs()  # nothing to run: no launch
-        if not all(batches.values()):
-            empty = sorted(n for n, b in batches.items() if not b)
-            raise BackendError(f"{self.model_path.name}: inputs {empty} are empty while others are not; TensorRT "
-                               "profiles start at batch 1 (use trunk segment engines, which skip empty inputs)")
+            return empty_outputs(self._specs)  # nothing to run: no launch
         memory, stream, context = self._memory, self._stream, self._context
         for name, value in feeds.items():
-            array = np.ascontiguousarray(value, dtype=self._specs[name][1])
+            wanted = self._specs[name][1]
+            if wanted == np.uint8 and np.asarray(value).dtype != np.uint8:
+                raise BackendError(f"{self.model_path.name}: input {name} takes uint8 BGR crops (N, H, W, 3), found "
+                                   f"{np.asarray(value).dtype}; pass the aligned crops, not normalised tensors")
+            array = np.ascontiguousarray(value, dtype=wanted)
             self._check_batch(name, array.shape)
             if context.set_input_shape(name, array.shape) is False:
                 raise BackendError(f"{self.model_path.name}: TensorRT refused shape {array.shape} for input {name}")
             buffer = self._buffers[name]
-            buffer.ensure(array.nbytes)
+            buffer.ensure(max(array.nbytes, 1))  # an empty input (min-0 profile) still needs a valid address
             buffer.host[:array.nbytes] = array.view(np.uint8).reshape(-1)
             memory.htod_async(buffer.device, buffer.host, array.nbytes, stream)
             context.set_tensor_address(name, buffer.device)
@@ -162,7 +182,7 @@ class TrtBackend(Backend):
             if is_input:
                 continue
             shapes[name] = tuple(int(d) for d in context.get_tensor_shape(name))
-            self._buffers[name].ensure(int(np.prod(shapes[name])) * dtype.itemsize)
+            self._buffers[name].ensure(max(int(np.prod(shapes[name])) * dtype.itemsize, 1))
             context.set_tensor_address(name, self._buffers[name].device)
         if not context.execute_async_v3(memory.stream_handle(stream)):
             raise BackendError(f"TensorRT failed to run {self.model_path.name} with inputs "
@@ -194,17 +214,11 @@ def open_trt_engines(engines_dir: str | Path, manifest: Any) -> Any:
     Returns :class:`~btnet_edge.engines.trunk_chain.PlanBackends`; its trunk takes the
     merged trunk's feeds (segments are chained inside), so a Recognizer can use it as is.
     """
-    import json
-
-    from ..engines.plan import ENGINES_MANIFEST
+    from ..engines.plan import read_engines_manifest
     from ..engines.trunk_chain import open_plan
 
     folder = Path(engines_dir)
-    path = folder / ENGINES_MANIFEST
-    if not path.is_file():
-        raise BackendError(f"{folder} has no {ENGINES_MANIFEST}; build the engines: btnet-edge build PKG --target T "
-                           f"--out {folder}")
-    plan = json.loads(path.read_text())
+    plan = read_engines_manifest(folder)
     return open_plan(manifest, plan, lambda entry: TrtBackend(folder / entry["engine"]))
 
 
@@ -226,3 +240,12 @@ def trt_backend_factory(package: Any, engines_dir: str | Path | None) -> Any:
         return by_file[file]
 
     return make
+
+
+def trt_detector(engines_dir: str | Path | None, **options: Any) -> Any:
+    """The default RetinaFace decoder over the engine folder's detector engine, or None when it has none."""
+    if engines_dir is None or not (Path(engines_dir) / "detector_retinaface.engine").is_file():
+        return None
+    from ..pipeline.detectors.retinaface import RetinaFaceDetector
+
+    return RetinaFaceDetector(backend=TrtBackend(Path(engines_dir) / "detector_retinaface.engine"), **options)

@@ -82,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     batches = parse_batches(args.batch)
     asked = ["shared", "fused"] if args.mode == "both" else [args.mode]
     modes = check_request(package, resolutions, batches, asked)
-    make_backend = backend_factory(package, args.backend, args.device, args.threads, engines=args.engines)
+    make_backend = backend_factory(package, args.backend, args.device, args.threads, fp16=args.fp16,
+                                   engines=args.engines)
     settings = {"warmup": plan.warmup, "repeats": plan.repeats, "min_time_s": plan.min_time_s,
                 "max_repeats": plan.max_repeats, "max_block_s": plan.max_block_s,
                 "timed_from": "crops" if args.from_crops else "tensors",

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_DRY_RUN_TRT = "10.3"  # JetPack 6's TensorRT, assumed by --dry-run when none is installed or named
+DEFAULT_DRY_RUN_RTX = "1.7"  # TensorRT for RTX, for desktop-rtx dry runs without tensorrt-rtx-cu12
 DEFAULT_OUT = Path("engines") / "built"
 
 
@@ -23,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                                           "default detector with TensorRT, rebuilding only stale engines.")
     p.add_argument("package", type=Path, help="model package folder")
     p.add_argument("--target", required=True, metavar="NAME_OR_FILE",
-                   help="build target: a shipped name (desktop-fp16, jetson-orin-fp16) or a .toml file")
+                   help="build target: a shipped name (desktop-fp16, jetson-orin-fp16, desktop-rtx) or a .toml file")
     p.add_argument("--out", type=Path, help=f"engine folder (default {DEFAULT_OUT}/PACKAGE_NAME/TARGET)")
     p.add_argument("--dry-run", action="store_true", help="plan only: no TensorRT, no GPU needed")
     p.add_argument("--json", metavar="OUT", help="write the plan (and build report) as JSON to OUT ('-': stdout)")
@@ -38,22 +39,22 @@ def _out_dir(args: argparse.Namespace, package_name: str, target_name: str) -> P
     return args.out or DEFAULT_OUT / package_name / target_name
 
 
-def _features(args: argparse.Namespace) -> tuple[Any, bool]:
-    """TensorRT features to plan for, and whether they are simulated."""
-    from .._deps import available, require
-    from ..engines._trt_compat import features_of, simulated_features
+def _features(args: argparse.Namespace, runtime: str = "tensorrt") -> tuple[Any, bool]:
+    """Features of the target's TensorRT module (``tensorrt`` or ``tensorrt_rtx``) and whether they are simulated."""
+    from .._deps import available
+    from ..engines._trt_compat import RTX_MODULE, features_of, simulated_features, trt_module
     from ..errors import ConfigError
 
     if not args.dry_run:
         if args.trt_version:
             raise ConfigError("--trt-version simulates a TensorRT release for --dry-run; a real build uses the "
                               "installed TensorRT")
-        return features_of(require("tensorrt", extra="trt")), False
+        return features_of(trt_module(runtime)), False
     if args.trt_version:
-        return simulated_features(args.trt_version), True
-    if available("tensorrt"):
-        return features_of(require("tensorrt", extra="trt")), False
-    return simulated_features(DEFAULT_DRY_RUN_TRT), True
+        return simulated_features(args.trt_version, runtime), True
+    if available(runtime):
+        return features_of(trt_module(runtime)), False
+    return simulated_features(DEFAULT_DRY_RUN_RTX if runtime == RTX_MODULE else DEFAULT_DRY_RUN_TRT, runtime), True
 
 
 def _emit(destination: str | None, data: dict[str, Any]) -> None:
@@ -90,7 +91,7 @@ def _run(args: argparse.Namespace, scratch: Path | None, kept: bool) -> int:
             raise OutputError(f"--json {args.json} is inside the package {args.package}; write the plan elsewhere "
                               "(a package's files are checked by hash)")
     target = load_target(args.target)
-    features, simulated = _features(args)  # a real build fails here, before any work, without TensorRT
+    features, simulated = _features(args, target.runtime)  # a real build fails here, before any work, without TensorRT
     out = scratch or _out_dir(args, read_manifest(args.package).name, target.name)
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} is a file; give a folder for the engines (it is created)")

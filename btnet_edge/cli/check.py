@@ -33,7 +33,10 @@ def run(args: argparse.Namespace) -> int:
     from .._deps import require
     from ..errors import PackageError
 
-    require("tensorrt", extra="trt")  # exit 2 with the install hint before any work
+    manifest_path = args.engines / "engines.json"
+    module = json.loads(manifest_path.read_text()).get("tensorrt", {}).get("module", "tensorrt") \
+        if manifest_path.is_file() else "tensorrt"
+    require(module, extra="trt")  # tensorrt or tensorrt_rtx: exit 2 with the install hint before any work
     from ..backends.trt import TrtBackend
     from ..engines.check import close_all, compare, face_inputs, ort_reference, plan_embedder, random_inputs
     from ..engines.plan import ENGINES_MANIFEST
@@ -49,7 +52,15 @@ def run(args: argparse.Namespace) -> int:
         log.warning("engines in %s were planned for package %r, checking against %r", args.engines,
                     plan.get("package_name"), package.manifest.name)
     reference, ref_backends = ort_reference(package)
-    candidate, trt_backends = plan_embedder(package.manifest, plan, lambda e: TrtBackend(args.engines / e["engine"]))
+    if plan.get("input_format") == "uint8_bgr":  # what the Recognizer runs: the device-resident runner
+        from ..engines.check import resident_embedder
+        from ..engines.resident import open_resident
+
+        resident = open_resident(args.engines, "tensorrt")
+        candidate, trt_backends = resident_embedder(resident), [resident]
+    else:
+        candidate, trt_backends = plan_embedder(package.manifest, plan,
+                                                lambda e: TrtBackend(args.engines / e["engine"]))
     try:
         rows = compare(reference, candidate, random_inputs(package.manifest, args.samples, args.seed), "random",
                        args.threshold)

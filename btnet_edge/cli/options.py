@@ -82,6 +82,7 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", default="cpu", help="cpu or cuda (ONNX Runtime CUDA provider, PyTorch CUDA)")
     group.add_argument("--threads", type=non_negative_int, default=0, help="intra-op threads (0: the backend decides)")
     group.add_argument("--engines", help="folder of TensorRT engines (backend tensorrt)")
+    group.add_argument("--fp16", action="store_true", help="FP16 weights and activations (backend torch on CUDA)")
 
 
 def add_detector_options(parser: argparse.ArgumentParser) -> None:
@@ -121,7 +122,8 @@ def recognizer_from_args(args: argparse.Namespace, gallery=None):
                                **detector_options)
     return Recognizer(args.package, backend=args.backend, detector=detector, indicator=getattr(args, "indicator", None),
                       rounding=getattr(args, "rounding", None), align=getattr(args, "align", "landmarks"),
-                      device=args.device, threads=args.threads, engines=args.engines, gallery=gallery)
+                      device=args.device, threads=args.threads, fp16=getattr(args, "fp16", False),
+                      engines=args.engines, gallery=gallery)
 
 
 def write_json(document: dict, target) -> None:

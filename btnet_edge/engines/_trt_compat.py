@@ -18,9 +18,10 @@ from ..errors import ConfigError
 BUILDER_FLAG_FP16 = "builder_flag_fp16"
 STRONGLY_TYPED_FP16 = "strongly_typed_fp16_onnx"
 FP32 = "fp32"
-ZERO_BATCH_REASON = ("TensorRT rejects a minimum of 0 in an optimization profile (NVIDIA/TensorRT#337), so an "
-                     "entry point of the merged trunk cannot be empty; the trunk is built as segment engines cut at "
-                     "the implant points and chained by the runtime, which skips a segment whose input is empty")
+ZERO_BATCH_REASON = ("one merged trunk engine whose every input has a batch minimum of 0: NvInferRuntime.h allows "
+                     "0 <= minDims since TensorRT 8.0 (NVIDIA/TensorRT#337 refused it on TensorRT 7) and TensorRT "
+                     "for RTX 1.7 builds it; the branches write their implants straight into its inputs")
+RTX_MODULE = "tensorrt_rtx"
 
 
 @dataclass(frozen=True)
@@ -32,15 +33,29 @@ class TrtFeatures:
     explicit_batch_flag: bool  # NetworkDefinitionCreationFlag.EXPLICIT_BATCH exists (set it where it does)
     strongly_typed_flag: bool  # NetworkDefinitionCreationFlag.STRONGLY_TYPED (10.x; accepted, ignored on 11)
     compatibility_switches: bool  # HardwareCompatibilityLevel and BuilderFlag.VERSION_COMPATIBLE (8.6+)
-    zero_min_batch: bool = False  # profiles with min 0: no release accepts them (NVIDIA/TensorRT#337)
+    zero_min_batch: bool = True  # profiles with min 0 (allowed since 8.0; whether each release runs them: on a GPU)
+    optimization_level: bool = True  # IBuilderConfig.builder_optimization_level (8.6+)
+    runtime: str = "tensorrt"  # the module: "tensorrt", or "tensorrt_rtx" (TensorRT for RTX, ahead of time)
 
     @property
     def major(self) -> int:
         return int(self.version.split(".")[0])
 
+    @property
+    def always_strongly_typed(self) -> bool:
+        """Every network is strongly typed (TensorRT 11, TensorRT for RTX): no FP16 flag, --stronglyTyped a no-op."""
+        return not self.builder_flag_fp16 and not self.explicit_batch_flag
+
+
+def trt_module(runtime: str = "tensorrt") -> Any:
+    """The TensorRT module a target or an engine names (``tensorrt`` or ``tensorrt_rtx``)."""
+    from .._deps import require
+
+    return require(runtime, extra="trt")
+
 
 def features_of(trt: ModuleType | Any) -> TrtFeatures:
-    """Features of the imported ``tensorrt`` module."""
+    """Features of an imported ``tensorrt`` (or ``tensorrt_rtx``) module."""
     flags = trt.NetworkDefinitionCreationFlag
     return TrtFeatures(
         version=str(trt.__version__),
@@ -49,11 +64,16 @@ def features_of(trt: ModuleType | Any) -> TrtFeatures:
         strongly_typed_flag=hasattr(flags, "STRONGLY_TYPED"),
         compatibility_switches=hasattr(trt, "HardwareCompatibilityLevel") and hasattr(trt.BuilderFlag,
                                                                                      "VERSION_COMPATIBLE"),
+        optimization_level=hasattr(trt.IBuilderConfig, "builder_optimization_level"),
+        runtime=RTX_MODULE if getattr(trt, "__name__", "").startswith(RTX_MODULE) else "tensorrt",
     )
 
 
-def simulated_features(version: str) -> TrtFeatures:
+def simulated_features(version: str, runtime: str = "tensorrt") -> TrtFeatures:
     """Features of a TensorRT release for ``--dry-run --trt-version`` (from NVIDIA's release notes)."""
+    if runtime == RTX_MODULE:  # TensorRT for RTX 1.x: strongly typed, compatibility flags, optimization level
+        return TrtFeatures(version, builder_flag_fp16=False, explicit_batch_flag=False, strongly_typed_flag=True,
+                           compatibility_switches=True, runtime=RTX_MODULE)
     try:
         parts = [int(p) for p in version.split(".")[:2]]
     except ValueError:
@@ -67,6 +87,7 @@ def simulated_features(version: str) -> TrtFeatures:
         explicit_batch_flag=major < 11,
         strongly_typed_flag=major >= 10,
         compatibility_switches=(major, minor) >= (8, 6),
+        optimization_level=(major, minor) >= (8, 6),
     )
 
 

@@ -13,19 +13,21 @@ import logging
 import re
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 from .._deps import require
 from ..errors import BackendError, ConfigError
 from ..safe_io import atomic_write_bytes, atomic_write_text
 from . import _trt_compat as compat
 from .cache_key import RuntimeEnv, key_for, read_existing_keys, read_l4t_release, save_key, stale_engines
+from .detector_graph import ANCHOR_INDEX
 from .plan import ENGINES_MANIFEST
 
 log = logging.getLogger(__name__)
 
 
 _LOGGER: Any = None  # the process's TensorRT logger, made on first use
+AOT_GPU = "any (ahead of time)"  # TensorRT for RTX: the engine serves every GPU of its compute capabilities
 
 
 def trt_logger(trt: Any) -> Any:
@@ -38,8 +40,14 @@ def trt_logger(trt: Any) -> Any:
 
 
 def runtime_env(trt: Any = None, memory: Any = None) -> RuntimeEnv:
-    """TensorRT version, GPU and L4T release of this machine: the right-hand side of every cache key."""
+    """TensorRT version, GPU and L4T release of this machine: the right-hand side of every cache key.
+
+    TensorRT for RTX builds ahead of time for a set of compute capabilities, not for this GPU:
+    its key names no GPU, and no GPU is needed to build.
+    """
     trt = trt or require("tensorrt", extra="trt")
+    if compat.features_of(trt).runtime == compat.RTX_MODULE:
+        return RuntimeEnv(str(trt.__version__), AOT_GPU, AOT_GPU, 0, None)
     if memory is None:
         from .cuda_mem import cuda_memory
 
@@ -77,8 +85,17 @@ def _configure(trt: Any, builder: Any, config: Any, entry: Mapping[str, Any]) ->
     if settings.get("version_compatible"):
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     level = settings.get("builder_optimization_level")
-    if level is not None and hasattr(config, "builder_optimization_level"):
+    if level is not None:
+        if not features.optimization_level:
+            raise ConfigError(f"builder_optimization_level needs TensorRT 8.6 or newer (found {trt.__version__})")
         config.builder_optimization_level = int(level)
+    capabilities = settings.get("compute_capabilities") or []
+    if capabilities:  # TensorRT for RTX: ahead-of-time targets (the target file checked the runtime)
+        config.num_compute_capabilities = len(capabilities)
+        for index, capability in enumerate(capabilities):
+            value = getattr(trt.ComputeCapability, "SM" + capability.replace(".", ""))
+            if not config.set_compute_capability(value, index):
+                raise BackendError(f"TensorRT for RTX {trt.__version__} refused compute capability {capability}")
     for profile_spec in entry["profiles"]:
         profile = builder.create_optimization_profile()
         for name, shapes in profile_spec.items():
@@ -90,8 +107,41 @@ def _parser_error(error: Any) -> str:
     return error.desc() if hasattr(error, "desc") else str(error)
 
 
-def build_engine(entry: Mapping[str, Any], timing_cache: bytes = b"", trt: Any = None) -> tuple[bytes, bytes]:
-    """Serialized engine and updated timing cache for one plan entry."""
+class BuiltEngine(NamedTuple):
+    """One build's output: the serialized engine, the updated timing cache and the network's I/O tensors."""
+
+    engine: bytes
+    timing_cache: bytes
+    io: dict[str, dict[str, Any]]
+
+
+def network_io(trt: Any, network: Any, entry: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The parsed network's inputs and outputs, checked against what the runtime will bind.
+
+    Names must be the plan's; an image input is uint8 exactly when the plan says ``uint8_bgr``;
+    every other tensor is float32 (the device-resident layout binds float32 implants and embeddings).
+    """
+    io = {}
+    for mode, count, get in (("input", network.num_inputs, network.get_input),
+                             ("output", network.num_outputs, network.get_output)):
+        for index in range(count):
+            tensor = get(index)
+            io[tensor.name] = {"mode": mode, "dtype": str(compat.numpy_dtype(trt, tensor.dtype)),
+                               "shape": [int(d) for d in tensor.shape]}
+    expected = {name: "input" for name in entry["inputs"]} | {name: "output" for name in entry["outputs"]}
+    if {name: t["mode"] for name, t in io.items()} != expected:
+        raise BackendError(f"{entry['onnx']} has I/O {sorted(io)}, the plan expects {sorted(expected)}: plan again")
+    image = entry["inputs"][0] if entry.get("input_format") == "uint8_bgr" else None
+    wanted = {image: "uint8", ANCHOR_INDEX: "int32"}
+    wrong = {name: t["dtype"] for name, t in io.items() if t["dtype"] != wanted.get(name, "float32")}
+    if wrong:
+        raise BackendError(f"{entry['name']}: TensorRT {trt.__version__} parsed {wrong} from {entry['onnx']}; the "
+                           "runtime binds uint8 crops and float32 features: plan again with this btnet-edge")
+    return io
+
+
+def build_engine(entry: Mapping[str, Any], timing_cache: bytes = b"", trt: Any = None) -> BuiltEngine:
+    """Serialized engine, updated timing cache and checked I/O for one plan entry."""
     trt = trt or require("tensorrt", extra="trt")
     logger = trt_logger(trt)
     builder = trt.Builder(logger)
@@ -100,17 +150,20 @@ def build_engine(entry: Mapping[str, Any], timing_cache: bytes = b"", trt: Any =
     if not parser.parse_from_file(str(entry["onnx"])):
         errors = "; ".join(_parser_error(parser.get_error(i)) for i in range(parser.num_errors))
         raise BackendError(f"TensorRT {trt.__version__} cannot parse {entry['onnx']}: {errors}")
+    io = network_io(trt, network, entry)
     config = builder.create_builder_config()
     _configure(trt, builder, config, entry)
-    cache = config.create_timing_cache(timing_cache)
-    if not config.set_timing_cache(cache, ignore_mismatch=False):
-        log.info("timing cache is from another GPU or TensorRT; starting a new one")
-        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+    timed = compat.features_of(trt).runtime != compat.RTX_MODULE  # TensorRT for RTX times nothing ahead of time
+    if timed:
+        cache = config.create_timing_cache(timing_cache)
+        if not config.set_timing_cache(cache, ignore_mismatch=False):
+            log.info("timing cache is from another GPU or TensorRT; starting a new one")
+            config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise BackendError(f"TensorRT {trt.__version__} failed to build {entry['name']} from {entry['onnx']}; "
                            "TensorRT's errors are above (rerun with --verbose for its full log)")
-    return bytes(serialized), bytes(config.get_timing_cache().serialize())
+    return BuiltEngine(bytes(serialized), bytes(config.get_timing_cache().serialize()) if timed else b"", io)
 
 
 def write_engines_manifest(out_dir: Path, plan: Mapping[str, Any], env: RuntimeEnv) -> Path:
@@ -128,7 +181,7 @@ def build_all(plan: Mapping[str, Any], out_dir: str | Path, force: bool = False,
               progress: Callable[[str], None] | None = None, trt: Any = None,
               env: RuntimeEnv | None = None) -> dict[str, Any]:
     """Build every stale engine of ``plan`` into ``out_dir``; returns what was built, kept and why."""
-    trt = trt or require("tensorrt", extra="trt")
+    trt = trt or compat.trt_module(plan.get("tensorrt", {}).get("module", "tensorrt"))
     out_dir = Path(out_dir)
     env = env or runtime_env(trt)
     say = progress or log.info
@@ -140,18 +193,20 @@ def build_all(plan: Mapping[str, Any], out_dir: str | Path, force: bool = False,
     for number, entry in enumerate((e for e in plan["engines"] if e["name"] in stale), start=1):
         say(f"[{number}/{total}] building {entry['name']} ({stale[entry['name']]}) ...")
         start = time.perf_counter()
-        engine, cache = build_engine(entry, cache, trt)
+        engine, cache, io = build_engine(entry, cache, trt)
         engine_path = out_dir / entry["engine"]
         atomic_write_bytes(engine_path, engine, "engine")
-        atomic_write_bytes(cache_path, cache, "timing cache")  # keep the tuning even if a later engine fails
+        if cache:
+            atomic_write_bytes(cache_path, cache, "timing cache")  # keep the tuning even if a later engine fails
         save_key(engine_path, key_for(entry, env), entry)
         write_engines_manifest(out_dir, plan, env)
         built.append({"name": entry["name"], "seconds": round(time.perf_counter() - start, 1),
-                      "bytes": len(engine), "reason": stale[entry["name"]]})
+                      "bytes": len(engine), "reason": stale[entry["name"]], "io": io})
         say(f"[{number}/{total}] {entry['name']}: {len(engine) / 1e6:.1f} MB in {built[-1]['seconds']} s")
     manifest = write_engines_manifest(out_dir, plan, env)
     fresh = [e["name"] for e in plan["engines"] if e["name"] not in stale]
     if fresh:
         say(f"up to date, not rebuilt: {', '.join(fresh)}")
-    return {"built": built, "fresh": fresh, "engines_manifest": str(manifest), "timing_cache": str(cache_path),
+    return {"built": built, "fresh": fresh, "engines_manifest": str(manifest),
+            "timing_cache": str(cache_path) if cache_path.is_file() else None,
             "built_on": vars(env)}

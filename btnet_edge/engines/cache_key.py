@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 from ..errors import EngineMismatchError
 from ..safe_io import atomic_write_text
+from ._trt_compat import RTX_MODULE
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,8 @@ def key_differences(expected: EngineKey, found: EngineKey) -> list[str]:
         skip.add("trt_version")
     if settings.get("hardware_compatibility") == "ampere_plus" and \
             _version_tuple(expected.compute_capability) >= (8, 0):
+        skip |= {"gpu_name", "compute_capability", "sm_count"}
+    if settings.get("runtime") == RTX_MODULE:  # portable ahead-of-time engines: TensorRT for RTX checks the GPU
         skip |= {"gpu_name", "compute_capability", "sm_count"}
     diffs = []
     for name in ("onnx_sha256", "trt_version", "gpu_name", "compute_capability", "sm_count", "l4t_release",

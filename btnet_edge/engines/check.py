@@ -3,7 +3,9 @@
 FP16 engines differ from FP32 elementwise by design, so acceptance is per
 resolution: mean and minimum cosine between the two embeddings of the same
 input, on random inputs and on real faces when a folder of photos is given
-(mean >= 0.999 passes). The embedders are built from any backend per plan entry,
+(mean >= 0.999 passes). Inputs are uint8 BGR crops, as the camera gives them: the
+reference normalises them on the host, engines built with uint8 inputs inside.
+The embedders are built from any backend per plan entry,
 so the comparison is exercised on CPU with FP16 ONNX graphs and on a GPU with
 TensorRT engines alike.
 """
@@ -25,7 +27,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MIN_MEAN_COSINE = 0.999
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-Embedder = Callable[[int, np.ndarray], np.ndarray]  # (resolution, images) -> embeddings
+Embedder = Callable[[int, np.ndarray], np.ndarray]  # (resolution, (N, r, r, 3) uint8 BGR crops) -> embeddings
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -35,17 +37,26 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
 
 
-def embedder(manifest: Manifest, branches: Mapping[int, Backend], trunk: Backend) -> Embedder:
-    """(r, images) -> embeddings: the branch for r (none at 112), then the trunk with the other inputs empty."""
-    entries = {r: info for r, info in zip(manifest.trunk.entry_resolutions, manifest.trunk.inputs)}
+def embedder(manifest: Manifest, branches: Mapping[int, Backend], trunk: Backend, uint8: bool = False) -> Embedder:
+    """(r, crops) -> embeddings: the branch for r (none at 112), then the trunk with the other inputs empty.
 
-    def run(resolution: int, images: np.ndarray) -> np.ndarray:
+    ``uint8``: the graphs take the crops as they are (normalisation inside), else they are preprocessed here.
+    """
+    from ..pipeline.preprocess import preprocess
+
+    entries = {r: info for r, info in zip(manifest.trunk.entry_resolutions, manifest.trunk.inputs)}
+    image = manifest.trunk.inputs[0]
+
+    def run(resolution: int, crops: np.ndarray) -> np.ndarray:
+        images = crops if uint8 else preprocess(crops, manifest.preprocess, resolution)
         if resolution == TRUNK_RESOLUTION:
             feature = images
         else:
             branch = manifest.branch(resolution)
             feature = branches[resolution].infer({branch.input.name: images})[branch.output.name]
         feeds = {info.name: np.zeros((0, *info.shape), np.float32) for info in entries.values()}
+        if uint8:
+            feeds[image.name] = np.zeros((0, image.shape[1], image.shape[2], 3), np.uint8)
         feeds[entries[resolution].name] = feature
         return trunk.infer(feeds)[manifest.trunk.output.name]
 
@@ -66,24 +77,28 @@ def plan_embedder(manifest: Manifest, plan: Mapping[str, Any],
                   backend_for: Callable[[Mapping[str, Any]], Backend]) -> tuple[Embedder, list[Backend]]:
     """An embedder over the plan's engines; ``backend_for(entry)`` opens one (TensorRT, or ONNX Runtime in tests)."""
     backends = open_plan(manifest, plan, backend_for)
-    return embedder(manifest, backends.branches, backends.trunk), backends.opened
+    uint8 = plan.get("input_format") == "uint8_bgr"
+    return embedder(manifest, backends.branches, backends.trunk, uint8), backends.opened
+
+
+def resident_embedder(runner: Any) -> Embedder:
+    """(r, crops) -> embeddings through a device-resident runner (what the Recognizer runs on TensorRT)."""
+    return lambda resolution, crops: runner.embed({resolution: crops})[resolution]
 
 
 def random_inputs(manifest: Manifest, count: int, seed: int = 0) -> dict[int, np.ndarray]:
-    """Standard-normal images per resolution (the network's normalized input range)."""
+    """Random uint8 BGR crops per resolution."""
     rng = np.random.default_rng(seed)
-    return {r: rng.standard_normal((count, 3, r, r)).astype(np.float32) for r in manifest.resolutions}
+    return {r: rng.integers(0, 256, (count, r, r, 3), dtype=np.uint8) for r in manifest.resolutions}
 
 
 def face_inputs(manifest: Manifest, folder: str | Path, limit: int = 16) -> dict[int, np.ndarray]:
-    """Centre squares of the photos in ``folder`` (recursively), downsampled to each resolution, preprocessed.
+    """Centre squares of the photos in ``folder`` (recursively), downsampled to each resolution (uint8 BGR).
 
     Crops of portrait photos stand in for aligned faces: the check compares two
     backends on the same input, so alignment quality does not matter here.
     """
     import cv2
-
-    from ..pipeline.preprocess import preprocess
 
     paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
     crops = []
@@ -100,8 +115,8 @@ def face_inputs(manifest: Manifest, folder: str | Path, limit: int = 16) -> dict
     if not crops:
         return {}
     faces = np.stack(crops)
-    return {r: preprocess(np.stack([cv2.resize(f, (r, r), interpolation=cv2.INTER_AREA) for f in faces]),
-                          manifest.preprocess, r) for r in manifest.resolutions}
+    return {r: np.stack([cv2.resize(f, (r, r), interpolation=cv2.INTER_AREA) for f in faces])
+            for r in manifest.resolutions}
 
 
 def compare(reference: Embedder, candidate: Embedder, inputs: Mapping[int, np.ndarray], source: str,

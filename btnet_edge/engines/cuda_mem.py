@@ -11,14 +11,61 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import sys
+import threading
+from importlib import metadata
 from typing import Any
 
 import numpy as np
 
 from .._deps import available, require
-from ..errors import BackendError, MissingDependencyError
+from ..errors import BackendError, MissingDependencyError, NoGpuError
 
 log = logging.getLogger(__name__)
+
+
+CUDA_ERROR_INSUFFICIENT_DRIVER = 35  # cudaErrorInsufficientDriver: no driver, or one older than the bindings
+CUDA_ERROR_NO_DEVICE = 100  # cudaErrorNoDevice
+
+
+def driver_cuda_version() -> int | None:
+    """The CUDA version the installed NVIDIA driver supports (12020 for 12.2), or None without a driver.
+
+    Read from libcuda itself, so it works when cuda-python's bindings refuse the driver.
+    """
+    name = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
+    try:
+        libcuda = ctypes.CDLL(name)
+    except OSError:
+        return None
+    version = ctypes.c_int(0)
+    return int(version.value) if libcuda.cuDriverGetVersion(ctypes.byref(version)) == 0 else None
+
+
+def bindings_version() -> str:
+    """The installed cuda-python (cuda-bindings) version, "" when unknown."""
+    for dist in ("cuda-bindings", "cuda-python"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return ""
+
+
+def driver_problem(driver_version: int | None, bindings: str) -> BackendError:
+    """Why cuda-python refuses the driver, as the error to raise: no driver (skip-worthy) or a major mismatch.
+
+    cuda-python N.x needs a driver for CUDA N or newer: cuda-python 13 on JetPack 6 (CUDA 12.2/12.6) or an
+    older desktop driver fails with cudaErrorInsufficientDriver (35).
+    """
+    if driver_version is None:
+        return NoGpuError("no NVIDIA driver on this machine (libcuda cannot be loaded): TensorRT and the CUDA "
+                          "paths need an NVIDIA GPU and its driver; use the ONNX Runtime backend here")
+    major, minor = driver_version // 1000, driver_version % 1000 // 10
+    wanted = bindings.split(".")[0] if bindings else "?"
+    return BackendError(f"the NVIDIA driver supports CUDA {major}.{minor}, but cuda-python {bindings or '?'} needs "
+                        f"a CUDA {wanted} driver. Install the cuda-python major that matches the driver: "
+                        f'pip install "cuda-python=={major}.*" (or update the driver)')
 
 
 class CudaMemory:
@@ -76,74 +123,108 @@ class CudaPythonMemory(CudaMemory):
     def _call(self, result: Any) -> Any:
         err, *values = result if isinstance(result, tuple) else (result,)
         if err != self.rt.cudaError_t.cudaSuccess:
+            if int(err) == CUDA_ERROR_INSUFFICIENT_DRIVER:
+                raise driver_problem(driver_cuda_version(), bindings_version())
+            if int(err) == CUDA_ERROR_NO_DEVICE:
+                raise NoGpuError("the NVIDIA driver is installed but reports no CUDA device (cudaErrorNoDevice): "
+                                 "check nvidia-smi and CUDA_VISIBLE_DEVICES")
             message = self.rt.cudaGetErrorString(err)[1]
             raise BackendError(f"CUDA error {err}: {message.decode() if isinstance(message, bytes) else message}")
         return values[0] if len(values) == 1 else values
 
+    def _rt(self, function: str, *args: Any) -> Any:
+        """Call ``cudart.<function>`` and check its error; cuda-python 12 without libcuda raises RuntimeError."""
+        try:
+            result = getattr(self.rt, function)(*args)
+        except RuntimeError as exc:
+            problem = driver_problem(driver_cuda_version(), bindings_version())
+            raise type(problem)(f"{problem} (cuda-python: {exc})") from None
+        return self._call(result)
+
     def device_properties(self, device: int = 0) -> tuple[str, str, int]:
-        props = self._call(self.rt.cudaGetDeviceProperties(device))
+        props = self._rt("cudaGetDeviceProperties", device)
         name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
         return name.rstrip("\x00").strip(), f"{props.major}.{props.minor}", int(props.multiProcessorCount)
 
     def malloc(self, nbytes: int) -> int:
-        return int(self._call(self.rt.cudaMalloc(nbytes)))
+        return int(self._rt("cudaMalloc", nbytes))
 
     def free(self, ptr: int) -> None:
-        self._call(self.rt.cudaFree(ptr))
+        self._rt("cudaFree", ptr)
 
     def host_empty(self, nbytes: int) -> tuple[np.ndarray, Any]:
-        ptr = int(self._call(self.rt.cudaMallocHost(nbytes)))
+        ptr = int(self._rt("cudaMallocHost", nbytes))
         array = np.ctypeslib.as_array((ctypes.c_uint8 * nbytes).from_address(ptr))
         return array, ptr
 
     def host_free(self, handle: Any) -> None:
-        self._call(self.rt.cudaFreeHost(handle))
+        self._rt("cudaFreeHost", handle)
 
     def stream_create(self) -> Any:
-        return self._call(self.rt.cudaStreamCreate())
+        return self._rt("cudaStreamCreate")
 
     def stream_handle(self, stream: Any) -> int:
-        return int(stream.getPtr()) if hasattr(stream, "getPtr") else int(stream)
+        """The ``cudaStream_t`` handle value TensorRT wants: ``int(stream)``, never ``stream.getPtr()``.
+
+        ``getPtr()`` is the address of the Python object's storage, not the stream.
+        """
+        return int(stream)
 
     def stream_destroy(self, stream: Any) -> None:
-        self._call(self.rt.cudaStreamDestroy(stream))
+        self._rt("cudaStreamDestroy", stream)
 
     def htod_async(self, dst: int, host: np.ndarray, nbytes: int, stream: Any) -> None:
         kind = self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
-        self._call(self.rt.cudaMemcpyAsync(dst, host.ctypes.data, nbytes, kind, stream))
+        self._rt("cudaMemcpyAsync", dst, host.ctypes.data, nbytes, kind, stream)
 
     def dtoh_async(self, host: np.ndarray, src: int, nbytes: int, stream: Any) -> None:
         kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        self._call(self.rt.cudaMemcpyAsync(host.ctypes.data, src, nbytes, kind, stream))
+        self._rt("cudaMemcpyAsync", host.ctypes.data, src, nbytes, kind, stream)
 
     def synchronize(self, stream: Any) -> None:
-        self._call(self.rt.cudaStreamSynchronize(stream))
+        self._rt("cudaStreamSynchronize", stream)
 
 
 class PycudaMemory(CudaMemory):
-    """pycuda on the primary context (``pycuda.autoprimaryctx``), the context TensorRT uses."""
+    """pycuda on the primary context, the context TensorRT uses, made current on every thread that calls.
+
+    ``pycuda.autoprimaryctx`` makes it current only on the importing thread; a camera
+    or server thread would otherwise fail with an invalid context.
+    """
 
     name = "pycuda"
 
-    def __init__(self) -> None:
-        require("pycuda.autoprimaryctx")
+    def __init__(self, device: int = 0) -> None:
         self.cuda = require("pycuda.driver")
+        self.cuda.init()
+        self.context = self.cuda.Device(device).retain_primary_context()
+        self._threads = threading.local()
         self._allocations: dict[int, Any] = {}
 
+    def _bind(self) -> None:
+        """Push the primary context once on each calling thread (it stays current there)."""
+        if not getattr(self._threads, "bound", False):
+            self.context.push()
+            self._threads.bound = True
+
     def device_properties(self, device: int = 0) -> tuple[str, str, int]:
+        self._bind()
         dev = self.cuda.Device(device)
         major, minor = dev.compute_capability()
         return dev.name(), f"{major}.{minor}", int(dev.get_attribute(self.cuda.device_attribute.MULTIPROCESSOR_COUNT))
 
     def malloc(self, nbytes: int) -> int:
+        self._bind()
         allocation = self.cuda.mem_alloc(nbytes)
         self._allocations[int(allocation)] = allocation
         return int(allocation)
 
     def free(self, ptr: int) -> None:
+        self._bind()
         self._allocations.pop(ptr).free()
 
     def host_empty(self, nbytes: int) -> tuple[np.ndarray, Any]:
+        self._bind()
         array = self.cuda.pagelocked_empty(nbytes, np.uint8)
         return array, array
 
@@ -153,6 +234,7 @@ class PycudaMemory(CudaMemory):
             base.free()
 
     def stream_create(self) -> Any:
+        self._bind()
         return self.cuda.Stream()
 
     def stream_handle(self, stream: Any) -> int:
@@ -162,12 +244,15 @@ class PycudaMemory(CudaMemory):
         """pycuda frees the stream with its object."""
 
     def htod_async(self, dst: int, host: np.ndarray, nbytes: int, stream: Any) -> None:
+        self._bind()
         self.cuda.memcpy_htod_async(dst, host[:nbytes], stream)
 
     def dtoh_async(self, host: np.ndarray, src: int, nbytes: int, stream: Any) -> None:
+        self._bind()
         self.cuda.memcpy_dtoh_async(host[:nbytes], src, stream)
 
     def synchronize(self, stream: Any) -> None:
+        self._bind()
         stream.synchronize()
 
 

@@ -110,8 +110,11 @@ def _to_fp16(array: np.ndarray, report: Fp16Report) -> np.ndarray:
     return clipped.astype(np.float16)
 
 
-def convert_to_fp16(model: Any, keep_fp32: Iterable[str] = ()) -> tuple[Any, Fp16Report]:
-    """An FP16 copy of ``model`` with FP32 I/O and an FP32 embedding head (plus nodes named in ``keep_fp32``)."""
+def convert_to_fp16(model: Any, keep_fp32: Iterable[str] = (), fp32_head: bool = True) -> tuple[Any, Fp16Report]:
+    """An FP16 copy of ``model`` with FP32 I/O and an FP32 embedding head (plus nodes named in ``keep_fp32``).
+
+    ``fp32_head=False`` converts the head too: TensorRT for RTX has no FP32 GEMM on Turing (SM 7.5).
+    """
     onnx = require("onnx", extra="trt")
     from onnx import helper, numpy_helper
 
@@ -121,7 +124,9 @@ def convert_to_fp16(model: Any, keep_fp32: Iterable[str] = ()) -> tuple[Any, Fp1
     types = _elem_types(model)
     report = Fp16Report()
     names = set(keep_fp32)
-    island = embedding_head(model) | {i for i, n in enumerate(graph.node) if n.name in names}
+    island = {i for i, n in enumerate(graph.node) if n.name in names}
+    if fp32_head:
+        island |= embedding_head(model)
     report.fp32_nodes = [_node_label(graph.node[i], i) for i in sorted(island)]
 
     # What each consumer needs: (tensor, type) per node input; float tensors only.
@@ -217,10 +222,10 @@ def convert_to_fp16(model: Any, keep_fp32: Iterable[str] = ()) -> tuple[Any, Fp1
     return model, report
 
 
-def convert_file(source: str, destination: str, keep_fp32: Iterable[str] = ()) -> Fp16Report:
+def convert_file(source: str, destination: str, keep_fp32: Iterable[str] = (), fp32_head: bool = True) -> Fp16Report:
     """Convert the ONNX file ``source`` and save it at ``destination``."""
     onnx = require("onnx", extra="trt")
-    model, report = convert_to_fp16(onnx.load(str(source)), keep_fp32)
+    model, report = convert_to_fp16(onnx.load(str(source)), keep_fp32, fp32_head)
     from ..safe_io import atomic_path
 
     with atomic_path(destination, "FP16 ONNX") as temp:

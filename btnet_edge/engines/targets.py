@@ -20,9 +20,13 @@ from ..errors import ConfigError
 PRECISIONS = ("fp16", "fp32")
 TRUNK_FORMS = ("auto", "segments", "merged")
 HARDWARE_COMPATIBILITY = ("none", "ampere_plus")
+RUNTIMES = ("tensorrt", "tensorrt_rtx")  # the Python module that builds and runs the engines
+INPUT_FORMATS = ("uint8_bgr", "float")  # face crops as the camera gives them, or the package's float tensors
+COMPUTE_CAPABILITIES = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")  # TensorRT for RTX ahead-of-time targets
 DETECTOR_ALIGN_PX = 32  # the detector pads its input to a multiple of its coarsest stride
 _TOP_KEYS = {"name", "description", "precision", "workspace_mb", "dla_core", "gpu_fallback", "trunk_form",
-             "hardware_compatibility", "version_compatible", "builder_optimization_level", "batch", "detector"}
+             "hardware_compatibility", "version_compatible", "builder_optimization_level", "batch", "detector",
+             "runtime", "compute_capabilities", "input_format"}
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class DetectorTarget:
     min_hw: tuple[int, int] = (320, 320)
     opt_hw: tuple[int, int] = (640, 640)
     max_hw: tuple[int, int] = (1088, 1920)
+    top_k: int = 0  # > 0: the engine keeps the K best anchors (engines/detector_graph.py); batch 1 only
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,9 @@ class Target:
     version_compatible: bool = False
     builder_optimization_level: int | None = None
     description: str = ""
+    runtime: str = "tensorrt"
+    compute_capabilities: tuple[str, ...] = ()  # TensorRT for RTX only; () is its default (8.0, 8.6, 8.9, 12.0)
+    input_format: str = "uint8_bgr"
 
     def branch_range(self, resolution: int) -> BatchRange:
         return self.branch_batch.get(resolution, self.default_batch)
@@ -79,7 +87,8 @@ class Target:
         return {"workspace_mb": self.workspace_mb, "dla_core": self.dla_core, "gpu_fallback": self.gpu_fallback,
                 "hardware_compatibility": self.hardware_compatibility,
                 "version_compatible": self.version_compatible,
-                "builder_optimization_level": self.builder_optimization_level}
+                "builder_optimization_level": self.builder_optimization_level, "runtime": self.runtime,
+                "compute_capabilities": list(self.compute_capabilities), "input_format": self.input_format}
 
 
 def _toml_loads(text: str, where: str) -> dict[str, Any]:
@@ -149,13 +158,19 @@ def _detector(data: Any) -> DetectorTarget:
         return DetectorTarget()
     if not isinstance(data, Mapping):
         raise ConfigError("target field detector should be a table")
-    unknown = sorted(set(data) - {"build", "batch", "min_hw", "opt_hw", "max_hw"})
+    unknown = sorted(set(data) - {"build", "batch", "min_hw", "opt_hw", "max_hw", "top_k"})
     if unknown:
         raise ConfigError(f"target field detector has unknown keys {unknown}")
     base = DetectorTarget()
     detector = DetectorTarget(_bool(data, "build", True), _int(data, "batch", "detector.", 1, base.batch),
                               _hw(data, "min_hw", base.min_hw), _hw(data, "opt_hw", base.opt_hw),
-                              _hw(data, "max_hw", base.max_hw))
+                              _hw(data, "max_hw", base.max_hw), _int(data, "top_k", "detector.", 0, 0))
+    if detector.top_k:
+        from .detector_graph import check_top_k
+
+        check_top_k(detector.top_k, detector.min_hw)
+        if detector.batch != 1:
+            raise ConfigError("target field detector.top_k needs detector.batch = 1")
     for axis in (0, 1):
         if not detector.min_hw[axis] <= detector.opt_hw[axis] <= detector.max_hw[axis]:
             raise ConfigError("target field detector should satisfy min_hw <= opt_hw <= max_hw on both axes, "
@@ -189,8 +204,24 @@ def target_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Target:
     level = data.get("builder_optimization_level")
     if level is not None and (not isinstance(level, int) or isinstance(level, bool) or not 0 <= level <= 5):
         raise ConfigError(f"target field builder_optimization_level should be 0..5, found {level!r}")
+    runtime = _choice(data, "runtime", RUNTIMES, "tensorrt")
+    capabilities = data.get("compute_capabilities", [])
+    if not isinstance(capabilities, list) or not all(c in COMPUTE_CAPABILITIES for c in capabilities):
+        raise ConfigError(f"target field compute_capabilities should be a list of {COMPUTE_CAPABILITIES}, "
+                          f"found {capabilities!r}")
+    if capabilities and runtime != "tensorrt_rtx":
+        raise ConfigError("target field compute_capabilities is for runtime = \"tensorrt_rtx\" (ahead-of-time "
+                          "builds); TensorRT builds for the GPU it runs on")
+    if "7.5" in capabilities and data.get("precision", "fp16") == "fp32":
+        raise ConfigError("target field compute_capabilities names 7.5 (Turing), where TensorRT for RTX compiles no "
+                          "FP32 GEMM: use precision = \"fp16\" for RTX 20xx")
+    if runtime == "tensorrt_rtx" and (dla is not None or data.get("hardware_compatibility", "none") != "none"):
+        raise ConfigError("target fields dla_core and hardware_compatibility do not apply to runtime = "
+                          "\"tensorrt_rtx\" (its engines are portable across RTX GPUs already); remove them")
     return Target(
         name=name, source=source,
+        runtime=runtime, compute_capabilities=tuple(capabilities),
+        input_format=_choice(data, "input_format", INPUT_FORMATS, "uint8_bgr"),
         precision=_choice(data, "precision", PRECISIONS, "fp16"),
         workspace_mb=_int(data, "workspace_mb", "", 16),
         default_batch=_batch(batch["default"], "batch.default"),

@@ -57,6 +57,31 @@ class StageTimes:
         return asdict(self)
 
 
+def _resident_runner(backend: str, engines: str | None):
+    """TensorRT engines built with uint8 inputs run device-resident (engines/resident.py); others per graph."""
+    if backend != "tensorrt" or engines is None:
+        return None
+    import json
+
+    from ..engines.plan import ENGINES_MANIFEST
+
+    manifest = Path(engines) / ENGINES_MANIFEST
+    if not manifest.is_file() or json.loads(manifest.read_text()).get("input_format") != "uint8_bgr":
+        return None
+    from ..engines.resident import open_resident
+
+    return open_resident(engines, "tensorrt")
+
+
+def _trt_detector(backend: str, engines: str | None, detector: object, options: dict):
+    """On TensorRT with the default detector, the detector engine of the engine folder when it has one."""
+    if backend != "tensorrt" or detector is not None:
+        return None
+    from ..backends.trt import trt_detector
+
+    return trt_detector(engines, **options)
+
+
 class Recognizer:
     """Multi-resolution face recognition over a model package.
 
@@ -82,12 +107,14 @@ class Recognizer:
         self.align_mode = align
         if gallery is not None:  # a gallery holds one model's embeddings: refuse another's, as the CLI does
             gallery.check_model(self.manifest.embedding_size, model_id(self.manifest))
-        self.runner = PackageRunner(self.package, backend_factory(self.package, backend, device, threads, fp16, engines))
+        self.runner = _resident_runner(backend, engines) or \
+            PackageRunner(self.package, backend_factory(self.package, backend, device, threads, fp16, engines))
         if isinstance(detector, FaceDetector):
             self.detector = detector
         else:
             options = {k: v for k, v in (("score_threshold", det_threshold), ("max_side", max_side)) if v is not None}
-            self.detector = create_detector(detector, device=device, threads=threads, **options)
+            engine = _trt_detector(backend, engines, detector, options)  # the engine folder's detector
+            self.detector = engine or create_detector(detector, device=device, threads=threads, **options)
         self.gallery = gallery
         self.times = StageTimes()
 
@@ -178,7 +205,8 @@ class Recognizer:
                                       "(btnet_edge.pipeline.align.align_face)")
             if flip:
                 stack = np.concatenate([stack, stack[:, :, ::-1]])
-            batches[r] = preprocess(stack, self.manifest.preprocess, r)
+            uint8 = getattr(self.runner, "takes_uint8", False)  # device-resident engines normalise on the GPU
+            batches[r] = stack if uint8 else preprocess(stack, self.manifest.preprocess, r)
         self.times.align += time.perf_counter() - t
         branch_s, trunk_s = self.runner.branch_s, self.runner.trunk_s
         out = self.runner.embed(batches)

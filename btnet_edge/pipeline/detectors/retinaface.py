@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...backends.base import Backend
 from ...backends.ort import OrtBackend
 from ...errors import BackendError, MissingDependencyError
 from ..detect import Candidates, FaceDetector
@@ -87,18 +88,22 @@ class RetinaFaceDetector(FaceDetector):
     default_score_threshold = 0.5
 
     def __init__(self, model: str | Path | bytes | None = None, device: str = "cpu", threads: int = 0,
-                 **options: object) -> None:
+                 backend: Backend | None = None, **options: object) -> None:
+        """``backend``: the graph already opened elsewhere (the TensorRT engine of an engine folder)."""
         super().__init__(**options)
         self._model = model
         self.device = device
         self.threads = threads
-        self._backend: OrtBackend | None = None
+        self._given = backend
+        self._backend: Backend | None = None
         self._input_name = ""
+        self._uint8 = False
 
-    def _load(self) -> OrtBackend:
+    def _load(self) -> Backend:
         if self._backend is None:
-            backend = OrtBackend(bundled_weights() if self._model is None else self._model,
-                                 device=self.device, threads=self.threads).load()
+            backend = self._given.load() if self._given is not None else OrtBackend(
+                bundled_weights() if self._model is None else self._model, device=self.device,
+                threads=self.threads).load()
             outputs = {spec.name for spec in backend.outputs}
             if not set(RETINAFACE_OUTPUTS) <= outputs or len(backend.inputs) != 1:
                 raise BackendError(
@@ -107,6 +112,7 @@ class RetinaFaceDetector(FaceDetector):
                     f"{sorted(outputs)}. Pass kind='scrfd' or kind='yunet' if it is one of those"
                 )
             self._input_name = backend.inputs[0].name
+            self._uint8 = backend.inputs[0].dtype == "uint8"  # an engine built with (x - mean) inside
             self._backend = backend
         return self._backend
 
@@ -114,13 +120,24 @@ class RetinaFaceDetector(FaceDetector):
         backend = self._load()
         height, width = img.shape[:2]
         padded_h, padded_w = -(-height // _ALIGN) * _ALIGN, -(-width // _ALIGN) * _ALIGN
-        # Padding of zeros after mean subtraction reads as mean-coloured pixels: no false edges.
-        blob = np.zeros((1, 3, padded_h, padded_w), np.float32)
-        mean = np.asarray(RETINAFACE_MEAN_BGR, np.float32)[:, None, None]
-        np.subtract(img.transpose(2, 0, 1), mean, out=blob[0, :, :height, :width])  # one pass, no temporaries
+        if self._uint8:  # the frame as it is, padded with the mean colour: one uint8 copy, no float pass
+            blob = np.empty((1, padded_h, padded_w, 3), np.uint8)
+            blob[0, height:] = blob[0, :, width:] = np.asarray(RETINAFACE_MEAN_BGR, np.uint8)
+            blob[0, :height, :width] = img
+        else:
+            # Padding of zeros after mean subtraction reads as mean-coloured pixels: no false edges.
+            blob = np.zeros((1, 3, padded_h, padded_w), np.float32)
+            mean = np.asarray(RETINAFACE_MEAN_BGR, np.float32)[:, None, None]
+            np.subtract(img.transpose(2, 0, 1), mean, out=blob[0, :, :height, :width])  # one pass, no temporaries
         out = backend.infer({self._input_name: blob})
         loc, conf, landmarks = (out[name][0] for name in RETINAFACE_OUTPUTS)
         priors = retinaface_priors(padded_h, padded_w)
+        if "anchor_index" in out:  # an engine that kept the K best anchors (engines/detector_graph.py)
+            index = out["anchor_index"][0]
+            if index.size and not 0 <= int(index.min()) <= int(index.max()) < len(priors):
+                raise BackendError(f"RetinaFace anchor indices run to {int(index.max())}, but a {padded_w}x{padded_h} "
+                                   f"input has {len(priors)} anchors: the engine was built for another anchor layout")
+            priors = priors[index]
         if len(priors) != len(conf):
             raise BackendError(
                 f"RetinaFace returned {len(conf)} anchors for a {padded_w}x{padded_h} input, but strides "
