@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 
 MIN_SOURCE_FACE_PX = 48  # source faces at least this big, so pasted faces are downscaled
 SOURCE_SCORE = 0.9
-SOURCE_DET_SIZE = 2048
 CONTEXT = 0.6  # context added around the face box on each side, as a share of its size
 DEFAULT_FRAME_SIZE = (1280, 720)  # width, height
 DEFAULT_FACE_SIZES_PX = (8, 10, 12, 14, 16, 20, 24, 28, 40, 64)
@@ -67,8 +66,7 @@ def collect_source_faces(paths: Sequence[str | Path], detector=None, min_face_px
     from ..pipeline.detect import create_detector
 
     owned = detector is None
-    # One coarse pass at up to 2048 px: source faces are large, so no small-face pass is needed.
-    detector = detector or create_detector(det_size=SOURCE_DET_SIZE, min_face_px=None, max_side=None)
+    detector = detector or create_detector(min_face_px=min_face_px)  # the default plan, down to the faces kept
     faces: list[SourceFace] = []
     try:
         for path in image_files(paths):
