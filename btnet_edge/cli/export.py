@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from ..pipeline.dispatch import INDICATORS, ROUNDINGS
 from .options import parse_branch_file, parse_resolutions, parse_triple
+
+log = logging.getLogger(__name__)
 
 ARCH_CHOICES = ("r18", "r34", "r50", "r100", "mobilefacenet", "test_btnet")
 
@@ -55,6 +58,12 @@ def run(args: argparse.Namespace) -> int:
         flip_tta=None if args.flip_tta is None else args.flip_tta == "on",
         dispatch=DispatchPolicy(args.indicator, args.rounding), force=args.force, progress=not args.quiet,
     )
+    untrained = [r for r in resolutions if r not in branches]
+    if args.trunk is not None and untrained:
+        log.warning("branches %s px have no trained weights (initialised from the trunk only): the Recognizer will "
+                    "upsample faces of those sizes for the trunk instead. Train them: btnet-edge train-branches %s "
+                    "--images PHOTOS --out TRAINED (docs/accuracy.md says how much data that needs)",
+                    untrained, args.out)
     manifest = export_package(net, options, weights, report)
     summary = {"package": str(args.out), "name": manifest.name, "weights": manifest.weights,
                "files": sorted(manifest.files), "parity": manifest.extra.get("parity", {})}

@@ -85,6 +85,9 @@ def add_dispatch_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--rounding", choices=ROUNDINGS, help="branch rounding rule (default: the package's)")
     group.add_argument("--align", choices=("landmarks", "box"), default="landmarks",
                        help="5-point alignment, or a box crop for unreliable landmarks")
+    group.add_argument("--branches", choices=("trained", "all", "none"), default="trained",
+                       help="trained (default): faces whose branch is untrained are upsampled for the trunk; "
+                            "all: use every branch (to test them); none: always upsample")
 
 
 def detector_from_args(args: argparse.Namespace):
@@ -108,6 +111,7 @@ def recognizer_from_args(args: argparse.Namespace, gallery=None):
     detector = detector_from_args(args)
     return Recognizer(args.package, backend=args.backend, detector=detector, indicator=getattr(args, "indicator", None),
                       rounding=getattr(args, "rounding", None), align=getattr(args, "align", "landmarks"),
+                      branches=getattr(args, "branches", "trained"),
                       device=args.device, threads=args.threads, engines=args.engines, gallery=gallery)
 
 

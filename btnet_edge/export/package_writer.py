@@ -18,6 +18,7 @@ import numpy as np
 from .. import __version__
 from .._deps import require
 from ..errors import ConfigError, PackageError
+from ..package.branch_status import RECORD_KEY, export_records
 from ..package.loader import sha256_of
 from ..package.manifest import (
     SCHEMA_VERSION, BranchInfo, DispatchPolicy, FusedInfo, Manifest, Preprocess, TensorInfo, TrunkInfo, write_manifest,
@@ -47,6 +48,7 @@ class ExportOptions:
     dispatch: DispatchPolicy = field(default_factory=DispatchPolicy)
     force: bool = False
     progress: bool = True
+    previous_branches: tuple = ()  # BranchStatus of the source package (train-branches keeps untrained ones' records)
 
 
 def _parity_cases(net, resolution: int | None, seed: int) -> list[dict[str, np.ndarray]]:
@@ -149,6 +151,7 @@ def export_package(net, options: ExportOptions, weights: str, import_report: Map
                                 for rule in ("floor", "near", "ceil")},
             "parity": parity,
             "import_report": dict(import_report or {}),
+            RECORD_KEY: export_records(net.resolutions, weights, import_report, options.previous_branches),
             "alignment": "arcface 5-point template scaled to the branch resolution",
         }
         manifest = Manifest(
