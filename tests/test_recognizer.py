@@ -117,9 +117,9 @@ def test_small_faces_go_to_their_branch_and_still_embed(recognizer, target, bran
 
 
 def _mixed_frame() -> np.ndarray:
-    """One frame holding the same photo at four scales: faces of about 115, 24, 12 and 40 px."""
+    """One frame holding the same photo at four scales: faces of about 165, 25, 12 and 60 px."""
     photo = cv2.imread(str(IMAGES / "scenes" / "two_people.jpg"))
-    pieces = [cv2.resize(photo, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) for s in (0.8, 0.17, 0.085, 0.3)]
+    pieces = [cv2.resize(photo, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) for s in (0.8, 0.12, 0.06, 0.3)]
     canvas = np.full((max(p.shape[0] for p in pieces), sum(p.shape[1] + 8 for p in pieces), 3), 90, np.uint8)
     x = 0
     for piece in pieces:
@@ -245,7 +245,7 @@ def test_torch_backend_matches_onnx_runtime(mfn_package, recognizer):
     pytest.importorskip("torch")
     frame = _mixed_frame()
     reference = recognizer.get(frame)
-    with Recognizer(mfn_package, backend="torch") as torch_rec:
+    with Recognizer(mfn_package, backend="torch", branches="all") as torch_rec:
         faces = torch_rec.get(frame)
     assert [f.resolution for f in faces] == [f.resolution for f in reference]
     for a, b in zip(faces, reference):
