@@ -186,7 +186,7 @@ def test_tiling_keeps_faces_that_cross_a_tile_edge(t1: np.ndarray) -> None:
     """t1 at 0.5x (faces ~50 px, below the coarse pass's cut) slid across the edge at x=640."""
     small = cv2.resize(t1, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
     plain_detector = create_detector(**_ENLARGED, tile=None)
-    tiled_detector = create_detector(**_ENLARGED, tile=640)  # tiles [0, 640], [522, 1162], [760, 1400]
+    tiled_detector = create_detector(**_ENLARGED, tile=640)  # tiles [0, 546], [427, 973], [854, 1400]
     for shift in range(300, 500, 16):
         canvas = np.full((small.shape[0], 1400, 3), 127, np.uint8)
         canvas[:, shift:shift + small.shape[1]] = small

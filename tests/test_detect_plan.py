@@ -70,8 +70,11 @@ def test_create_detector_takes_plan_fields_one_by_one() -> None:
 
 def test_tile_spans_cover_the_axis_with_cores_that_split_overlaps() -> None:
     spans = tile_spans(3200, 1920, 300)
-    assert spans[0][:2] == (0, 1920) and spans[-1][:2] == (1280, 3200)
-    assert all(end - start == 1920 for start, end, _, _ in spans)  # equal tiles: one input shape for the detector
+    assert [span[:2] for span in spans] == [(0, 1750), (1450, 3200)]  # two tiles, overlapping by 300
+    spans = tile_spans(4800, 1920, 383)
+    assert len(spans) == 3 and spans[0][0] == 0 and spans[-1][1] == 4800
+    assert len({end - start for start, end, _, _ in spans}) == 1  # equal tiles: one input shape for the detector
+    assert all(a[1] - b[0] >= 383 for a, b in zip(spans, spans[1:]))
     cores = [(a, b) for _, _, a, b in spans]
     assert cores[0][0] == -np.inf and cores[-1][1] == np.inf
     assert all(left[1] == right[0] for left, right in zip(cores, cores[1:]))

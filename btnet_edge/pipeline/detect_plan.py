@@ -145,12 +145,17 @@ def run_pass(find: Callable, img: np.ndarray, step: DetectPass):
 
 
 def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int, float, float]]:
-    """(start, end, core_start, core_end) per tile along one axis; cores split overlaps at their middle."""
+    """(start, end, core_start, core_end) per tile along one axis; cores split overlaps at their middle.
+
+    As few tiles as fit ``tile``, spread evenly so neighbours overlap by about ``overlap``:
+    the pixels run twice stay few, and every tile has the same size (one input shape).
+    """
     if length <= tile:
         return [(0, length, -np.inf, np.inf)]
-    step = tile - overlap
-    starts = list(range(0, length - tile, step)) + [length - tile]
-    ends = [s + tile for s in starts]
+    count = int(np.ceil((length - overlap) / (tile - overlap)))
+    size = int(np.ceil((length + (count - 1) * overlap) / count))
+    starts = [round(i * (length - size) / (count - 1)) for i in range(count)]
+    ends = [s + size for s in starts]
     spans = []
     for i, (start, end) in enumerate(zip(starts, ends)):
         core_start = (start + ends[i - 1]) / 2 if i > 0 else -np.inf
