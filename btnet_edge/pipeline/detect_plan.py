@@ -30,10 +30,11 @@ from ..errors import ConfigError
 log = logging.getLogger(__name__)
 
 RELIABLE_FACE_PX = 25.0  # RetinaFace-0.25 finds ~75 % of faces this big in pass px, ~95 % at 30 (docs/detection.md)
-COARSE_MIN_FACE_PX = 40.0  # the coarse pass owns faces from this size in its own pixels
+COARSE_MIN_FACE_PX = 32.0  # the coarse pass owns faces from this size in its own pixels
 MAX_UPSCALE = 4.0
 _RANGE_SLACK = 1.25  # each pass keeps faces this factor beyond its range; NMS merges the doubles
 _TILE_EDGE_MARGIN_PX = 2.0
+DOUBT_SCORE = 0.7  # enlarged-pass boxes the coarse pass should have seen need this score
 FRAGMENT_SIDE_RATIO = 4.0  # a box this many times smaller than a face it overlaps ...
 FRAGMENT_OVERLAP = 0.3  # ... by this share of its own area is a piece of that face (hair, ear), not a face
 FRAGMENT_MARGIN = 0.1  # the larger face's box grown by this share of its side: hair and ears lie there
@@ -49,6 +50,7 @@ class DetectPass(NamedTuple):
     overlap: int
     min_face_px: float
     max_face_px: float
+    doubt_above_px: float = np.inf  # boxes larger than this (frame px) need DOUBT_SCORE
 
 
 @dataclass(frozen=True)
@@ -99,8 +101,11 @@ class DetectPlan:
         # Overlap: the largest face the enlarged pass owns fits whole in some tile.
         overlap = int(np.ceil(split * _RANGE_SLACK * enlarged)) + 8
         tile = None if self.tile is None else max(self.tile, 2 * overlap + 32)
+        # A face the coarse pass sees at well above its reliable size but missed is more likely a texture
+        # (a wrist, a glass) that enlargement made face-like: the enlarged pass keeps it only if confident.
+        doubt = _RANGE_SLACK * RELIABLE_FACE_PX / coarse
         return [DetectPass("coarse", coarse, None, 0, split / _RANGE_SLACK, np.inf),
-                DetectPass("enlarged", enlarged, tile, overlap, 0.0, split * _RANGE_SLACK)]
+                DetectPass("enlarged", enlarged, tile, overlap, 0.0, split * _RANGE_SLACK, doubt)]
 
 
 def resize_for(img: np.ndarray, scale: float) -> np.ndarray:
@@ -141,7 +146,9 @@ def run_pass(find: Callable, img: np.ndarray, step: DetectPass):
         found = Candidates.concat(parts)
     found = found.scaled(1.0 / step.scale)
     sides = np.maximum(found.boxes[:, 2] - found.boxes[:, 0], found.boxes[:, 3] - found.boxes[:, 1])
-    return found.take((sides >= step.min_face_px) & (sides < step.max_face_px))
+    keep = (sides >= step.min_face_px) & (sides < step.max_face_px)
+    keep &= (sides <= step.doubt_above_px) | (found.scores >= DOUBT_SCORE)
+    return found.take(keep)
 
 
 def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int, float, float]]:
