@@ -182,6 +182,8 @@ def plot_buckets(result: dict, out: str | Path, title: str) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from .plots import save_figure
+
     names = [r["bucket_px"] for r in result["rows"]]
     x = np.arange(len(names))
     figure = Figure(figsize=(6.4, 3.8), dpi=110)
@@ -196,8 +198,4 @@ def plot_buckets(result: dict, out: str | Path, title: str) -> Path:
     axes.grid(True, axis="y", alpha=0.3)
     axes.legend(loc="lower right", fontsize=8)
     axes.set_title(title, fontsize=9)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, bbox_inches="tight")
-    log.info("detection plot written to %s", out)
-    return out
+    return save_figure(figure, out, "detection plot")
