@@ -36,10 +36,15 @@ def __getattr__(name: str):
         from .pipeline.gallery import Gallery
 
         return Gallery
+    if name == "DetectPlan":
+        from .pipeline.detect_plan import DetectPlan
+
+        return DetectPlan
     raise AttributeError(f"module 'btnet_edge' has no attribute {name!r}")
 
 __all__ = [
     "__version__",
+    "DetectPlan",
     "Face",
     "Gallery",
     "Recognizer",

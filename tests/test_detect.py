@@ -44,7 +44,8 @@ def _model(path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def retina() -> FaceDetector:
-    return create_detector()
+    """One pass at up to 1280 px (t1 at its own size): the single-scale detector these tests check."""
+    return create_detector(det_size=1280, min_face_px=None)
 
 
 @pytest.fixture(scope="module")
@@ -98,9 +99,12 @@ def test_one_face_per_resolution_with_its_own_size(retina: FaceDetector, name: s
 @pytest.mark.fixtures
 @pytest.mark.parametrize("factor", [0.25, 0.2, 0.15])
 def test_tiny_faces_found_at_native_resolution(retina: FaceDetector, t1: np.ndarray, factor: float) -> None:
-    """t1 shrunk until its faces are 12-29 px: at least 4 of the 6 remain (6, 6, 5 when written)."""
+    """t1 shrunk until its faces are 12-29 px: at least 4 of the 6 remain (6, 6, 5 when written).
+
+    One pass at det_size 640: the small frame is enlarged to 640 px, as insightface does.
+    """
     small = cv2.resize(t1, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
-    faces = retina.detect(small)
+    faces = create_detector(det_size=640, min_face_px=None).detect(small)
     assert len(faces) >= 4
     assert np.median([f.width for f in faces]) <= 130 * factor  # boxes at the small scale: no upscaling happened
     full = np.stack([f.bbox for f in retina.detect(t1)])
@@ -110,10 +114,10 @@ def test_tiny_faces_found_at_native_resolution(retina: FaceDetector, t1: np.ndar
 
 @needs_fixtures
 @pytest.mark.fixtures
-def test_max_side_shrinks_and_maps_back(t1: np.ndarray) -> None:
+def test_det_size_shrinks_and_maps_back(t1: np.ndarray) -> None:
     frame = _scene("obama-1080p.jpg")
-    native = create_detector().detect(frame)
-    shrunk = create_detector(max_side=960).detect(frame)
+    native = create_detector(det_size=1920, min_face_px=None).detect(frame)
+    shrunk = create_detector(det_size=960, min_face_px=None).detect(frame)
     assert len(native) == len(shrunk) == 1
     assert box_iou(shrunk[0].bbox, native[0].bbox[None]).item() > 0.8  # coordinates in the original frame
     assert np.abs(shrunk[0].kps - native[0].kps).max() < 12
@@ -141,6 +145,10 @@ def test_no_faces_in_uniform_frames(retina: FaceDetector) -> None:
 # --- tiling -------------------------------------------------------------------------------------------
 
 
+# A coarse pass at 640 and an enlarged pass at 1x (the one that is tiled) for faces below ~100 px.
+_ENLARGED = {"min_face_px": 20, "upscale": 1.0}
+
+
 def _assert_same_faces(plain: list[Detection], tiled: list[Detection]) -> None:
     assert len(tiled) == len(plain)
     boxes = np.stack([f.bbox for f in tiled])
@@ -155,8 +163,8 @@ def _assert_same_faces(plain: list[Detection], tiled: list[Detection]) -> None:
 @pytest.mark.fixtures
 def test_tiling_matches_whole_frame_on_a_large_photo() -> None:
     frame = _scene("obama_and_biden.jpg")  # 2000x1428, faces 145-182 px: larger than a tile's overlap
-    plain = create_detector(max_side=None).detect(frame)
-    tiled = create_detector(max_side=None, tile=640).detect(frame)
+    plain = create_detector(**_ENLARGED, tile=None).detect(frame)
+    tiled = create_detector(**_ENLARGED, tile=640).detect(frame)
     assert len(plain) == 3
     _assert_same_faces(plain, tiled)
 
@@ -166,8 +174,8 @@ def test_tiling_matches_whole_frame_on_a_large_photo() -> None:
 def test_tiling_matches_whole_frame_across_many_tile_edges(t1: np.ndarray) -> None:
     """36 copies of t1 at 0.3x: 216 faces of ~30 px, many cut by tile edges in one tile or another."""
     mosaic = np.tile(cv2.resize(t1, None, fx=0.3, fy=0.3, interpolation=cv2.INTER_AREA), (6, 6, 1))
-    plain = create_detector(max_side=None).detect(mosaic)
-    tiled = create_detector(max_side=None, tile=640).detect(mosaic)
+    plain = create_detector(**_ENLARGED, tile=None).detect(mosaic)
+    tiled = create_detector(**_ENLARGED, tile=640).detect(mosaic)
     assert len(plain) == 216
     _assert_same_faces(plain, tiled)
 
@@ -175,10 +183,10 @@ def test_tiling_matches_whole_frame_across_many_tile_edges(t1: np.ndarray) -> No
 @needs_fixtures
 @pytest.mark.fixtures
 def test_tiling_keeps_faces_that_cross_a_tile_edge(t1: np.ndarray) -> None:
-    """t1 at 0.5x (faces ~50 px, below the whole-frame pass's cut) slid across the edge at x=640."""
+    """t1 at 0.5x (faces ~50 px, below the coarse pass's cut) slid across the edge at x=640."""
     small = cv2.resize(t1, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
-    plain_detector = create_detector(max_side=None)
-    tiled_detector = create_detector(max_side=None, tile=640)  # tiles [0, 640], [480, 1120], [760, 1400]
+    plain_detector = create_detector(**_ENLARGED, tile=None)
+    tiled_detector = create_detector(**_ENLARGED, tile=640)  # tiles [0, 546], [427, 973], [854, 1400]
     for shift in range(300, 500, 16):
         canvas = np.full((small.shape[0], 1400, 3), 127, np.uint8)
         canvas[:, shift:shift + small.shape[1]] = small
@@ -189,16 +197,18 @@ def test_tiling_keeps_faces_that_cross_a_tile_edge(t1: np.ndarray) -> None:
 
 # --- SCRFD and YuNet ----------------------------------------------------------------------------------
 
+_NATIVE = {"det_size": 1280, "min_face_px": None}  # one pass, t1 at its own size: the decoder alone
+
 
 @needs_fixtures
 @pytest.mark.fixtures
 @pytest.mark.parametrize("model", [SCRFD_ONNX, YUNET_ONNX], ids=["scrfd", "yunet"])
 def test_other_detectors_find_the_six_faces_of_t1(model: Path, t1: np.ndarray) -> None:
-    detector = create_detector(_model(model))  # family from the file name
+    detector = create_detector(_model(model), **_NATIVE)  # family from the file name
     assert detector.name in model.name
     faces = detector.detect(t1)
     assert len(faces) == 6
-    reference = np.stack([f.bbox for f in create_detector().detect(t1)])
+    reference = np.stack([f.bbox for f in create_detector(**_NATIVE).detect(t1)])
     for face in faces:
         _assert_face_geometry(face)
         assert box_iou(face.bbox, reference).max() > 0.5  # the same faces RetinaFace finds
@@ -208,7 +218,7 @@ def test_other_detectors_find_the_six_faces_of_t1(model: Path, t1: np.ndarray) -
 @pytest.mark.fixtures
 @pytest.mark.parametrize("model", [SCRFD_ONNX, YUNET_ONNX], ids=["scrfd", "yunet"])
 def test_other_detectors_at_every_resolution(model: Path) -> None:
-    detector = create_detector(_model(model))
+    detector = create_detector(_model(model), **_NATIVE)
     for name, width in [("obama-240p.jpg", 55), ("obama-1080p.jpg", 242)]:
         faces = detector.detect(_scene(name))
         assert len(faces) == 1, name
@@ -220,8 +230,8 @@ def test_other_detectors_at_every_resolution(model: Path) -> None:
 @pytest.mark.fixtures
 def test_yunet_letterboxed_into_a_fixed_input_size(t1: np.ndarray) -> None:
     """The path taken where OpenCV refuses frame-sized input: same faces, coordinates mapped back."""
-    native = create_detector(_model(YUNET_ONNX)).detect(t1)
-    boxed = create_detector(YUNET_ONNX, input_size=(640, 640)).detect(t1)  # t1 is 1280x886: shrunk by half
+    native = create_detector(_model(YUNET_ONNX), **_NATIVE).detect(t1)
+    boxed = create_detector(YUNET_ONNX, input_size=(640, 640), **_NATIVE).detect(t1)  # t1 is 1280x886: shrunk by half
     assert len(boxed) == len(native) == 6
     _assert_same_faces(native, boxed)
     for face in boxed:
@@ -235,7 +245,7 @@ def test_declared_kind_overrides_file_name(tmp_path: Path, t1: np.ndarray) -> No
     anonymous.symlink_to(_model(SCRFD_ONNX))
     with pytest.raises(ConfigError, match="kind="):
         create_detector(anonymous)
-    assert len(create_detector(anonymous, kind="scrfd").detect(t1)) == 6
+    assert len(create_detector(anonymous, kind="scrfd", **_NATIVE).detect(t1)) == 6
 
 
 @needs_fixtures
@@ -259,7 +269,10 @@ def test_wrong_declared_kind_fails_clearly(t1: np.ndarray) -> None:
     (None, {"nms_threshold": 0.0}),
     (None, {"max_side": 10}),
     (None, {"tile": 16}),
-    (None, {"tile": 640, "tile_overlap": 400}),
+    (None, {"tile": 640, "tile_overlap": 400}),  # overlap comes from the plan now
+    (None, {"det_size": 32}),
+    (None, {"min_face_px": -1}),
+    (None, {"upscale": 8.0}),
     (None, {"input_size": (640, 640)}),         # a YuNet option given to RetinaFace
     (None, {"score_treshold": 0.5}),            # misspelt option
 ])

@@ -35,7 +35,8 @@ pytestmark = needs_fixtures(IMAGES)
 
 @pytest.fixture(scope="module")
 def recognizer(mfn_package):
-    with Recognizer(mfn_package) as rec:
+    """Every branch in use (the fixture package's branches are untrained): these tests check the branch path."""
+    with Recognizer(mfn_package, branches="all") as rec:
         yield rec
 
 
@@ -49,8 +50,9 @@ def _scaled_to(image: np.ndarray, face_px: float, target_px: float) -> np.ndarra
 
 
 def test_six_faces_on_t1_with_unit_embeddings(recognizer):
-    faces = recognizer.get(cv2.imread(str(IMAGES / "scenes" / "t1.jpg")))
-    assert len(faces) == 6
+    found = recognizer.get(cv2.imread(str(IMAGES / "scenes" / "t1.jpg")))
+    faces = [f for f in found if f.face_size > 80]
+    assert len(faces) == 6 and len(found) <= 8  # the small-face pass may add a doubtful box or two (12 and 33 px)
     for face in faces:
         assert face.embedding.shape == (128,) and face.resolution == 112
         assert np.linalg.norm(face.normed_embedding) == pytest.approx(1.0, abs=1e-5)
@@ -95,7 +97,7 @@ def test_enrolled_people_are_identified_in_their_scenes_only(mfn_package, enroll
         names = [f["identity"] for f in found[scene]["faces"] if f["identity"]]
         assert sorted(names) == sorted(expected), scene  # each person once, nobody else named
         for face in found[scene]["faces"]:
-            assert set(face) == {"bbox", "det_score", "face_size", "resolution", "identity", "score"}
+            assert set(face) == {"bbox", "kps", "det_score", "face_size", "resolution", "route", "identity", "score"}
             assert face["resolution"] in (7, 14, 28, 112) and len(face["bbox"]) == 4
     drawn = cv2.imread(str(draw / "two_people.jpg"))
     original = cv2.imread(str(IMAGES / "scenes" / "two_people.jpg"))
@@ -115,9 +117,9 @@ def test_small_faces_go_to_their_branch_and_still_embed(recognizer, target, bran
 
 
 def _mixed_frame() -> np.ndarray:
-    """One frame holding the same photo at four scales: faces of about 115, 24, 12 and 40 px."""
+    """One frame holding the same photo at four scales: faces of about 165, 25, 12 and 60 px."""
     photo = cv2.imread(str(IMAGES / "scenes" / "two_people.jpg"))
-    pieces = [cv2.resize(photo, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) for s in (0.8, 0.17, 0.085, 0.3)]
+    pieces = [cv2.resize(photo, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) for s in (0.8, 0.12, 0.06, 0.3)]
     canvas = np.full((max(p.shape[0] for p in pieces), sum(p.shape[1] + 8 for p in pieces), 3), 90, np.uint8)
     x = 0
     for piece in pieces:
@@ -243,7 +245,7 @@ def test_torch_backend_matches_onnx_runtime(mfn_package, recognizer):
     pytest.importorskip("torch")
     frame = _mixed_frame()
     reference = recognizer.get(frame)
-    with Recognizer(mfn_package, backend="torch") as torch_rec:
+    with Recognizer(mfn_package, backend="torch", branches="all") as torch_rec:
         faces = torch_rec.get(frame)
     assert [f.resolution for f in faces] == [f.resolution for f in reference]
     for a, b in zip(faces, reference):

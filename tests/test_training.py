@@ -76,6 +76,12 @@ def test_train_branches_resumes_and_writes_a_verified_package(tiny_package, tmp_
         assert any(not np.array_equal(old[k], new[k]) for k in old.files if k.startswith("branch_14."))
     with Recognizer(package) as recognizer:
         assert recognizer.embed(np.zeros((2, 14, 14, 3), np.uint8), 14).shape == (2, 64)
+        assert set(recognizer.routes.values()) == {"branch"}
+    from btnet_edge.package.branch_status import branch_statuses
+
+    statuses = branch_statuses(package.manifest)  # every branch marked trained by this run
+    assert {(s.trained, s.source) for s in statuses} == {(True, "train-branches")}
+    assert {s.detail["faces"] for s in statuses} == {7}
 
 
 def test_resume_without_a_checkpoint_fails_before_any_work(tiny_package, tmp_path, capsys):

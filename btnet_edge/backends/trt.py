@@ -246,6 +246,8 @@ def trt_detector(engines_dir: str | Path | None, **options: Any) -> Any:
     """The default RetinaFace decoder over the engine folder's detector engine, or None when it has none."""
     if engines_dir is None or not (Path(engines_dir) / "detector_retinaface.engine").is_file():
         return None
+    from ..pipeline.detect import fold_plan_options
     from ..pipeline.detectors.retinaface import RetinaFaceDetector
 
-    return RetinaFaceDetector(backend=TrtBackend(Path(engines_dir) / "detector_retinaface.engine"), **options)
+    return RetinaFaceDetector(backend=TrtBackend(Path(engines_dir) / "detector_retinaface.engine"),
+                              **fold_plan_options(options))

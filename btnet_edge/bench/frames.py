@@ -31,7 +31,8 @@ STAGES = ("detect", "align", "branches", "trunk", "gallery", "total")
 MIXED_RESOLUTIONS = (112, 28, 14, 7)
 
 
-def stage_report(source: str, kind: str, times: StageTimes, faces: Counter) -> dict:
+def stage_report(source: str, kind: str, times: StageTimes, faces: Counter,
+                 pass_seconds: dict[str, float] | None = None, routes: Counter | None = None) -> dict:
     """One ``frames`` entry: ms per frame per stage, fps, and the shares outside model runs.
 
     ``share_outside_models`` counts detection, branches and trunk as model runs (the detector's
@@ -46,7 +47,9 @@ def stage_report(source: str, kind: str, times: StageTimes, faces: Counter) -> d
         "frames": times.frames,
         "faces_per_frame": round(sum(faces.values()) / frames, 3),
         "faces_by_resolution": {str(r): round(n / frames, 3) for r, n in sorted(faces.items(), reverse=True)},
+        "faces_by_route": {route: round(n / frames, 3) for route, n in sorted((routes or {}).items())},
         "ms_per_frame": {stage: round(getattr(times, stage) * 1e3 / frames, 3) for stage in STAGES},
+        "detect_ms_per_pass": {name: round(s * 1e3 / frames, 3) for name, s in (pass_seconds or {}).items()},
         "share_outside_models": round(1.0 - (times.detect + times.branches + times.trunk) / total, 4),
         "share_outside_branches_trunk": round(1.0 - (times.branches + times.trunk) / total, 4),
         "fps": round(times.frames / total, 3),
@@ -66,7 +69,8 @@ def bench_frames(recognizer: Recognizer, inputs: Sequence[str], repeats: int = 5
     """
     from tqdm.auto import tqdm
 
-    entries, overall, faces_all = [], StageTimes(), Counter()
+    entries, overall, faces_all, passes_all, routes_all = [], StageTimes(), Counter(), Counter(), Counter()
+    passes = recognizer.detector.pass_seconds
     sources = expand_inputs(inputs)
     for source in tqdm(sources, unit="input", desc="frames", disable=not progress or len(sources) < 2):
         first = next(iter_frames([source], max_frames=1), None)
@@ -75,16 +79,22 @@ def bench_frames(recognizer: Recognizer, inputs: Sequence[str], repeats: int = 5
             continue
         recognizer.get(first.image)  # warm-up: first-run allocations and caches are not the steady state
         recognizer.times = StageTimes()
+        passes.clear()
         is_video = first.index is not None
         frames = iter_frames([source], max_frames) if is_video else (first for _ in range(repeats))
         faces: Counter = Counter()
+        routes: Counter = Counter()
         for frame in frames:
-            faces.update(face.resolution for face in recognizer.get(frame.image))
-        entries.append(stage_report(source, "video" if is_video else "image", recognizer.times, faces))
+            found = recognizer.get(frame.image)
+            faces.update(face.resolution for face in found)
+            routes.update(face.route for face in found)
+        entries.append(stage_report(source, "video" if is_video else "image", recognizer.times, faces, passes, routes))
         _add(overall, recognizer.times)
         faces_all.update(faces)
+        passes_all.update(passes)
+        routes_all.update(routes)
     if len(entries) > 1:
-        entries.append(stage_report("all", "all", overall, faces_all))
+        entries.append(stage_report("all", "all", overall, faces_all, passes_all, routes_all))
     return entries
 
 

@@ -44,6 +44,11 @@ def format_frames(entries: Sequence[dict]) -> str:
                           f"{e['share_outside_models']:.1%}", f"{e['share_outside_branches_trunk']:.1%}",
                           f"{e['fps']:.2f}"))
         out.append(_table(header, lines))
+        passes = sorted({name for e in staged for name in e.get("detect_ms_per_pass", {})})
+        if passes:
+            rows = [(Path(e["source"]).name, *(f"{e['detect_ms_per_pass'].get(p, 0.0):.1f}" for p in passes))
+                    for e in staged]
+            out.append(_table(("detection passes, ms per frame", *passes), rows))
     for e in entries:
         if e["kind"] == "mixed":
             faces = ", ".join(f"{n} x {r} px" for r, n in e["faces_by_resolution"].items())

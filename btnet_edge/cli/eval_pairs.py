@@ -20,8 +20,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pairs", type=Path, required=True,
                    help="PAIRS.csv with columns img1,img2,same (paths relative to the CSV, same = 1 or 0)")
     p.add_argument("--resolutions", default="112,28,14,7", help="resolutions to test (default 112,28,14,7)")
-    p.add_argument("--method", choices=("branch", "upsample", "both"), default="both",
-                   help="branch (BTNet), upsample (baseline) or both (default)")
+    p.add_argument("--method", choices=("branch", "upsample", "both", "default", "all"), default="both",
+                   help="branch (BTNet), upsample (baseline), both (default), default (the route the Recognizer "
+                        "takes under --branches: upsample where a branch is untrained) or all (branch, upsample "
+                        "and default rows)")
+    p.add_argument("--branches", choices=("trained", "all", "none"), default="trained",
+                   help="branch policy the 'default' method follows (default: trained)")
     p.add_argument("--inputs", choices=("auto", "photo", "crop"), default="auto",
                    help=f"photo: detect and align the largest confident face; crop: already aligned, resized to 112; "
                         f"auto (default): square images of at most {CROP_MAX_SIDE} px are crops")
@@ -40,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
         require("matplotlib", extra="plot")
     pairs = read_pairs(args.pairs)
-    methods = ("branch", "upsample") if args.method == "both" else (args.method,)
+    methods = {"both": ("branch", "upsample"), "all": ("branch", "upsample", "default")}.get(args.method, (args.method,))
     with recognizer_from_args(args) as recognizer:
         result = evaluate_pairs(recognizer, pairs, parse_resolutions(args.resolutions), methods, args.inputs,
                                 folds=args.folds, progress=not args.quiet)

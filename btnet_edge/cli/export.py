@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from ..pipeline.dispatch import INDICATORS, ROUNDINGS
 from .options import parse_branch_file, parse_resolutions, parse_triple
+
+log = logging.getLogger(__name__)
 
 ARCH_CHOICES = ("r18", "r34", "r50", "r100", "mobilefacenet", "test_btnet")
 
@@ -57,6 +60,12 @@ def run(args: argparse.Namespace) -> int:
         inputs=tuple(Path(p) for p in (args.trunk, *branches.values()) if p is not None),
     )
     check_export_options(options)  # before the (slow) model build, and before anything is written
+    untrained = [r for r in resolutions if r not in branches]
+    if args.trunk is not None and untrained:
+        log.warning("branches %s px have no trained weights (initialised from the trunk only): the Recognizer will "
+                    "upsample faces of those sizes for the trunk instead. Train them: btnet-edge train-branches %s "
+                    "--images PHOTOS --out TRAINED (docs/accuracy.md says how much data that needs)",
+                    untrained, args.out)
     net, weights, report = build_btnet(args.arch, resolutions, args.trunk, branches, seed=args.seed)
     manifest = export_package(net, options, weights, report)
     summary = {"package": str(args.out), "name": manifest.name, "weights": manifest.weights,

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..package.branch_status import branch_statuses
 from ..package.loader import load_package, read_manifest
 
 
@@ -37,6 +38,7 @@ def package_summary(folder: Path, verify: bool = True) -> dict[str, Any]:
         "branch_param_percent": extra.get("branch_param_percent"),
         "parity": extra.get("parity"),
         "import_report": extra.get("import_report"),
+        "branches": [status.to_json() for status in branch_statuses(manifest)],
         "files": dict(manifest.files),
         "verified": verify,
     }
@@ -56,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  branch {r:>3} px: {params.get('branches', {}).get(str(r))} parameters "
               f"({summary['branch_param_percent'][str(r)]}% of the trunk), implant {implant['shape']} after "
               f"{implant['after']}")
+    for status in branch_statuses(read_manifest(args.package)):
+        print(f"  branch {status.resolution:>3} px: {status.describe()}")
     d = summary["dispatch"]
     print(f"dispatch: {d['indicator']} + {d['rounding']}: {d['ranges']}")
     for name, figures in (summary["parity"] or {}).items():

@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "check": "check",
     "eval-pairs": "eval_pairs",
     "eval-ident": "eval_ident",
+    "eval-detect": "eval_detect",
     "train-branches": "train_branches",
     "bench": "bench",
     "serve": "serve",

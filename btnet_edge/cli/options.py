@@ -67,6 +67,13 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0 (sizes where 0 turns a pass off)."""
+    if text.strip() in ("0", "0.0"):
+        return 0.0
+    return positive_float(text)
+
+
 def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     """Backend, detector and dispatch options shared by run and enroll."""
     add_backend_options(parser)
@@ -91,7 +98,15 @@ def add_detector_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--detector-kind", choices=("retinaface", "scrfd", "yunet"),
                        help="family of --detector when its file name does not say")
     group.add_argument("--det-threshold", type=float, help="detection score threshold")
-    group.add_argument("--max-side", type=positive_int, help="cap on the long side of a frame for detection (px)")
+    group.add_argument("--det-size", type=positive_int, help="long side of the coarse pass for large faces (px, default 640, "
+                                                    "as insightface's det_size)")
+    group.add_argument("--min-face", type=non_negative_float, metavar="PX",
+                       help="smallest face to look for (px, default 10); 0 skips the enlarged small-face pass, "
+                            "which is most of the detection time (docs/detection.md)")
+    group.add_argument("--det-upscale", type=positive_float, help="factor of the enlarged pass (default: from --min-face)")
+    group.add_argument("--det-tile", type=non_negative_int, help="tile side of the enlarged pass (px, default 1920; 0: no tiles)")
+    group.add_argument("--max-side", type=positive_int, help="no detection pass on an image longer than this (px, default "
+                                                    "4800): bounds the cost on 4K frames")
 
 
 def add_eval_runtime_options(parser: argparse.ArgumentParser) -> None:
@@ -109,19 +124,33 @@ def add_dispatch_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--rounding", choices=ROUNDINGS, help="branch rounding rule (default: the package's)")
     group.add_argument("--align", choices=("landmarks", "box"), default="landmarks",
                        help="5-point alignment, or a box crop for unreliable landmarks")
+    group.add_argument("--branches", choices=("trained", "all", "none"), default="trained",
+                       help="trained (default): faces whose branch is untrained are upsampled for the trunk; "
+                            "all: use every branch (to test them); none: always upsample")
+
+
+def detector_from_args(args: argparse.Namespace):
+    """The face detector and its detection plan, configured by the detector options."""
+    from ..pipeline.detect import create_detector
+
+    options = {"score_threshold": args.det_threshold, "det_size": args.det_size, "upscale": args.det_upscale,
+               "max_side": args.max_side}
+    options = {k: v for k, v in options.items() if v is not None}
+    if args.min_face is not None:  # 0 means: no enlarged pass
+        options["min_face_px"] = args.min_face if args.min_face > 0 else None
+    if args.det_tile is not None:
+        options["tile"] = args.det_tile or None
+    return create_detector(args.detector, kind=args.detector_kind, device=args.device, threads=args.threads, **options)
 
 
 def recognizer_from_args(args: argparse.Namespace, gallery=None):
     """A Recognizer configured by the shared options (dispatch options are optional)."""
-    from ..pipeline.detect import create_detector
     from ..pipeline.recognizer import Recognizer
 
-    detector_options = {k: v for k, v in (("score_threshold", args.det_threshold), ("max_side", args.max_side))
-                        if v is not None}
-    detector = create_detector(args.detector, kind=args.detector_kind, device=args.device, threads=args.threads,
-                               **detector_options)
+    detector = detector_from_args(args)
     return Recognizer(args.package, backend=args.backend, detector=detector, indicator=getattr(args, "indicator", None),
                       rounding=getattr(args, "rounding", None), align=getattr(args, "align", "landmarks"),
+                      branches=getattr(args, "branches", "trained"),
                       device=args.device, threads=args.threads, fp16=getattr(args, "fp16", False),
                       engines=args.engines, gallery=gallery)
 

@@ -134,10 +134,17 @@ def aligned_112(recognizer, image: np.ndarray, input_kind: str = "auto") -> np.n
     return None if face is None else align_face(image, face.kps, TRUNK_SIZE)
 
 
+def default_method(recognizer, resolution: int) -> str:
+    """The route the Recognizer's branch policy gives faces of this resolution: "branch" or "upsample"."""
+    return "branch" if recognizer.routes.get(resolution) == "branch" else "upsample"
+
+
 def embed_at(recognizer, faces_112: np.ndarray, resolution: int, method: str) -> np.ndarray:
     """L2-normalized embeddings of 112 px aligned faces degraded to ``resolution`` px."""
+    if method == "default":
+        method = default_method(recognizer, resolution)
     if method not in METHODS:
-        raise ConfigError(f"method should be one of {METHODS}, found {method!r}")
+        raise ConfigError(f"method should be one of {METHODS} or default, found {method!r}")
     if resolution == TRUNK_SIZE:
         return recognizer.embed(faces_112, TRUNK_SIZE)
     small = np.stack([degrade(face, resolution) for face in faces_112])
@@ -163,6 +170,7 @@ def evaluate_pairs(recognizer, pairs: Sequence[Pair], resolutions: Sequence[int]
     if any(not 2 <= r <= TRUNK_SIZE for r in resolutions):
         raise ConfigError(f"resolutions should lie between 2 and {TRUNK_SIZE} px, found {list(resolutions)}")
     bad = [r for r in resolutions if r != TRUNK_SIZE and r not in recognizer.manifest.resolutions]
+    routed = {r: default_method(recognizer, r) for r in resolutions if r != TRUNK_SIZE}
     if bad and "branch" in methods:
         raise ConfigError(f"package has no branch for {bad} px (it has {recognizer.manifest.resolutions}); "
                           "choose --resolutions among those or use --method upsample")
@@ -188,6 +196,8 @@ def evaluate_pairs(recognizer, pairs: Sequence[Pair], resolutions: Sequence[int]
     cache: dict[tuple[int, str], np.ndarray] = {}
 
     def embeddings(resolution: int, method: str) -> np.ndarray:
+        if method == "default":
+            method = default_method(recognizer, resolution)
         key = (resolution, "trunk" if resolution == TRUNK_SIZE else method)
         if key not in cache:
             cache[key] = embed_at(recognizer, stack, resolution, method)
@@ -201,6 +211,8 @@ def evaluate_pairs(recognizer, pairs: Sequence[Pair], resolutions: Sequence[int]
             accuracy = metrics.kfold_accuracy(scores, labels, folds)
             rows.append({
                 "res_a": res_a, "res_b": res_b, "method": method,
+                **({"route": default_method(recognizer, res_b) if res_b != TRUNK_SIZE else "trunk"}
+                   if method == "default" else {}),
                 "accuracy": round(accuracy["mean"], 6), "accuracy_std": round(accuracy["std"], 6),
                 "auc": round(metrics.curve_auc(far, tar), 6),
                 "tar_at_far": {f"{t:.0e}".replace("e-0", "e-"): round(metrics.tar_at_far(scores, labels, t), 6)
@@ -213,7 +225,8 @@ def evaluate_pairs(recognizer, pairs: Sequence[Pair], resolutions: Sequence[int]
                 "mean_score_different": round(float(scores[~labels].mean()), 6),
             })
             curves.append({"res_a": res_a, "res_b": res_b, "method": method, "far": far, "tar": tar})
-    return {"rows": rows, "curves": curves, "skipped_images": skipped, "faces": len(faces)}
+    return {"rows": rows, "curves": curves, "skipped_images": skipped, "faces": len(faces),
+            "default_routes": {str(r): route for r, route in routed.items()}}
 
 
 def environment(recognizer, **extra: object) -> dict:
@@ -229,6 +242,7 @@ def environment(recognizer, **extra: object) -> dict:
         "weights": manifest.weights,
         "trunk_sha256": manifest.files.get(manifest.trunk.file),
         "trained_branches": bool(manifest.extra.get("import_report", {}).get("training")),
+        "branch_policy": getattr(recognizer, "branch_policy", None),
         "backend": type(recognizer.runner.trunk).__name__,
         "detector": type(recognizer.detector).__name__,
         "degrade": "cv2.INTER_AREA to r px; upsample baseline cv2.INTER_LINEAR back to 112",

@@ -54,12 +54,17 @@ def plot_roc(curves: Sequence[dict], out: str | Path, title: str = "ROC") -> Pat
         axes.grid(True, which="both", alpha=0.3)
         axes.legend(fontsize=7, loc="lower right")
     figure.suptitle(title, fontsize=11)
+    return save_figure(figure, out, "ROC plot")
+
+
+def save_figure(figure, out: str | Path, what: str) -> Path:
+    """Write ``figure`` to ``out`` (folders created) and log it."""
     out = Path(out)
     from ..safe_io import atomic_path
 
-    with atomic_path(out, "plot") as temp:
+    with atomic_path(out, what) as temp:
         figure.savefig(temp, bbox_inches="tight")
-    log.info("ROC plot written to %s", out)
+    log.info("%s written to %s", what, out)
     return out
 
 

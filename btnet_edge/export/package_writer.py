@@ -19,7 +19,8 @@ import numpy as np
 
 from .. import __version__
 from .._deps import require
-from ..errors import ConfigError
+from ..errors import ConfigError, PackageError
+from ..package.branch_status import RECORD_KEY, export_records
 from ..package.loader import sha256_of
 from ..package.manifest import (
     MANIFEST_NAME, SCHEMA_VERSION, BranchInfo, DispatchPolicy, FusedInfo, Manifest, Preprocess, TensorInfo, TrunkInfo,
@@ -52,6 +53,7 @@ class ExportOptions:
     force: bool = False
     progress: bool = True
     inputs: tuple[Path, ...] = ()  # weight files read: --out may not hold them
+    previous_branches: tuple = ()  # BranchStatus of the source package (train-branches keeps untrained ones' records)
 
 
 def check_export_options(options: ExportOptions) -> None:
@@ -166,6 +168,7 @@ def export_package(net, options: ExportOptions, weights: str, import_report: Map
                                 for rule in ("floor", "near", "ceil")},
             "parity": parity,
             "import_report": dict(import_report or {}),
+            RECORD_KEY: export_records(net.resolutions, weights, import_report, options.previous_branches),
             "alignment": "arcface 5-point template scaled to the branch resolution",
         }
         manifest = Manifest(

@@ -14,7 +14,9 @@ class Face:
     ``bbox`` (x1, y1, x2, y2), ``kps`` (5, 2) and ``det_score`` as insightface; ``embedding``
     is the raw trunk output and ``normed_embedding`` its unit-length version; ``resolution``
     is the branch used (7, 14, 28 or 112) and ``face_size`` the size in px that chose it.
-    ``identity`` and ``identity_score`` are set when a gallery is attached.
+    ``identity`` and ``identity_score`` are set when a gallery is attached. ``route``: how the
+    face was embedded: "branch" (its resolution's branch), "upsample" (aligned at 112 for the
+    trunk because that branch is untrained, see ``Recognizer(branches=...)``) or "trunk" (112 px).
     """
 
     bbox: np.ndarray
@@ -25,6 +27,7 @@ class Face:
     embedding: np.ndarray | None = None
     identity: str | None = None
     identity_score: float | None = None
+    route: str = "branch"
 
     @property
     def normed_embedding(self) -> np.ndarray | None:
@@ -39,9 +42,11 @@ class Face:
     def to_json(self) -> dict:
         return {
             "bbox": [round(float(v), 2) for v in self.bbox],
+            "kps": [[round(float(x), 2), round(float(y), 2)] for x, y in np.asarray(self.kps).reshape(-1, 2)],
             "det_score": round(float(self.det_score), 4),
             "face_size": round(float(self.face_size), 2),
             "resolution": int(self.resolution),
+            "route": self.route,
             "identity": self.identity,
             "score": None if self.identity_score is None else round(float(self.identity_score), 4),
         }

@@ -17,9 +17,11 @@ import numpy as np
 
 from ..errors import ConfigError, InputImageError
 from ..package.loader import ModelPackage, load_package
-from ..package.manifest import DispatchPolicy, model_id
+from ..package.branch_status import branch_statuses, routes
+from ..package.manifest import TRUNK_RESOLUTION, DispatchPolicy, model_id
 from .align import align_face, crop_box
 from .detect import Detection, FaceDetector, create_detector
+from .detect_plan import DetectPlan
 from .dispatch import INDICATORS, ROUNDINGS, choose_resolution, face_size
 from .face import Face
 from .image import check_bgr_image
@@ -88,13 +90,18 @@ class Recognizer:
     ``package``: a package folder or a loaded :class:`ModelPackage`. ``backend``: "auto"
     (ONNX Runtime), "onnxruntime", "torch" or "tensorrt". ``detector``: a FaceDetector,
     None for the bundled RetinaFace, or a path to an SCRFD/YuNet ONNX. ``indicator`` and
-    ``rounding`` override the manifest's dispatch policy.
+    ``rounding`` override the manifest's dispatch policy. ``branches``: "trained" (default)
+    sends faces whose branch is untrained or of unknown training to the upsample path
+    (aligned at 112 for the trunk), "all" forces every branch (to test them), "none"
+    always upsamples. ``det_plan`` (a :class:`~btnet_edge.pipeline.detect_plan.DetectPlan`:
+    det_size, min_face_px, upscale, tile, max_side) sets the detector's scales.
     """
 
     def __init__(self, package: str | Path | ModelPackage, backend: str = "auto", detector: FaceDetector | str | None = None,
                  *, indicator: str | None = None, rounding: str | None = None, align: str = "landmarks",
                  device: str = "cpu", threads: int = 0, fp16: bool = False, engines: str | None = None,
-                 gallery=None, det_threshold: float | None = None, max_side: int | None = None) -> None:
+                 gallery=None, det_threshold: float | None = None, max_side: int | None = None,
+                 branches: str = "trained", det_plan: DetectPlan | None = None) -> None:
         self.package = package if isinstance(package, ModelPackage) else load_package(package)
         self.manifest = self.package.manifest
         policy = self.manifest.dispatch
@@ -112,9 +119,17 @@ class Recognizer:
         if isinstance(detector, FaceDetector):
             self.detector = detector
         else:
-            options = {k: v for k, v in (("score_threshold", det_threshold), ("max_side", max_side)) if v is not None}
+            options = {k: v for k, v in (("score_threshold", det_threshold), ("plan", det_plan),
+                                         ("max_side", max_side)) if v is not None}
             engine = _trt_detector(backend, engines, detector, options)  # the engine folder's detector
             self.detector = engine or create_detector(detector, device=device, threads=threads, **options)
+        self.branch_policy = branches
+        self.routes = routes(branch_statuses(self.manifest), branches)
+        upsampled = sorted(r for r, route in self.routes.items() if route == "upsample")
+        if upsampled and branches == "trained":
+            log.warning("branches %s px of %s are not trained (or not known to be): faces of those sizes are "
+                        "upsampled for the trunk. Train them with btnet-edge train-branches, or pass "
+                        "branches='all' to use them anyway", upsampled, self.manifest.name)
         self.gallery = gallery
         self.times = StageTimes()
 
@@ -137,12 +152,12 @@ class Recognizer:
                 size = face_size(det.width, det.height, self.dispatch.indicator)
                 if size < MIN_FACE_PX:
                     continue
-                plans.append((index, det, size, choose_resolution(size, self.manifest.resolutions,
-                                                                  self.dispatch.rounding)))
+                r = choose_resolution(size, self.manifest.resolutions, self.dispatch.rounding)
+                plans.append((index, det, size, r, self.routes.get(r, "trunk")))
         embeddings = self._embed_plans(frames, plans)
         results: list[list[Face]] = [[] for _ in frames]
-        faces = [Face(bbox=det.bbox, kps=det.kps, det_score=det.score, face_size=size, resolution=r, embedding=emb)
-                 for (index, det, size, r), emb in zip(plans, embeddings)]
+        faces = [Face(bbox=det.bbox, kps=det.kps, det_score=det.score, face_size=size, resolution=r, embedding=emb,
+                      route=route) for (index, det, size, r, route), emb in zip(plans, embeddings)]
         if self.gallery is not None and faces:
             t = time.perf_counter()
             faces = self._identify(faces)
@@ -183,9 +198,10 @@ class Recognizer:
         t = time.perf_counter()
         groups: dict[int, list[np.ndarray]] = defaultdict(list)
         slots = []
-        for index, det, _size, r in plans:
-            slots.append((r, len(groups[r])))
-            groups[r].append(self._crop(frames[index], det, r))
+        for index, det, _size, r, route in plans:
+            entry = r if route == "branch" else TRUNK_RESOLUTION  # upsample: aligned at 112 from the frame's pixels
+            slots.append((entry, len(groups[entry])))
+            groups[entry].append(self._crop(frames[index], det, entry))
         self.times.align += time.perf_counter() - t
         if not plans:
             return []

@@ -298,6 +298,7 @@ def train_and_export(package: str | Path, image_dirs: Sequence[str | Path], out:
     """Package -> trained branches -> new package (same trunk, preprocessing and dispatch; run in the manifest)."""
     from ..export.package_writer import ExportOptions, export_package
     from ..export.reference_weights import btnet_from_package
+    from ..package.branch_status import branch_statuses
     from ..package.loader import load_package
     from .data import load_faces
 
@@ -323,7 +324,7 @@ def train_and_export(package: str | Path, image_dirs: Sequence[str | Path], out:
     export_options = ExportOptions(
         out=out, fused=bool(manifest.fused) if fused is None else fused, name=name or f"{manifest.name}.distilled",
         color_order=pre.color_order, mean=pre.mean, std=pre.std, flip_tta=pre.flip_tta, dispatch=manifest.dispatch,
-        force=force, progress=options.progress,
+        force=force, progress=options.progress, previous_branches=tuple(branch_statuses(manifest)),
     )
     report = {**dict(manifest.extra.get("import_report") or {}), "training": record}
     written = export_package(net, export_options, manifest.weights, report)

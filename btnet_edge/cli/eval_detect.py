@@ -1,0 +1,140 @@
+"""btnet-edge eval-detect: detection recall and precision per face size, on WIDER FACE or generated frames."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import ConfigError
+from .options import add_backend_options, add_detector_options, detector_from_args, write_json
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "eval-detect", help="detection recall/precision per face-size bucket",
+        description="Run the detector with its detection plan over annotated images and report recall (per "
+                    "ground-truth size bucket <10, 10-16, 16-24, 24-40, 40+ px), precision (per detection size), "
+                    "false boxes and time per image and per pass. Ground truth: a WIDER FACE bbx_gt file "
+                    "(--annotations, --images), or frames generated from photos with faces pasted at known sizes "
+                    "(--synth).")
+    source = p.add_argument_group("ground truth")
+    source.add_argument("--annotations", type=Path, help="WIDER FACE-format file, e.g. wider_face_val_bbx_gt.txt")
+    source.add_argument("--images", type=Path, help="folder the annotation paths are relative to (WIDER_val/images)")
+    source.add_argument("--synth", nargs="+", metavar="PHOTOS",
+                        help="generate frames instead: faces cut from these photos or folders (searched "
+                             "recursively), pasted at known sizes on plain backgrounds")
+    source.add_argument("--count", type=int, default=20, help="generated frames (default 20)")
+    source.add_argument("--seed", type=int, default=0, help="seed of the generated frames (default 0)")
+    source.add_argument("--frame-size", default="1280x720", help="generated frame size WxH (default 1280x720)")
+    source.add_argument("--face-sizes", default="8,10,12,14,16,20,24,28,40,64",
+                        help="face sizes pasted, long side in px (default 8,10,12,14,16,20,24,28,40,64)")
+    source.add_argument("--save", type=Path,
+                        help="also write the generated frames and their WIDER-format annotations into this new folder")
+    p.add_argument("--iou", type=float, default=0.5, help="IoU for a hit (default 0.5, as WIDER FACE)")
+    p.add_argument("--json", type=Path, help="write the report as JSON here ('-' for stdout)")
+    p.add_argument("--plot", type=Path, help="write a PNG of recall and precision per size bucket")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_backend_options(p)
+    add_detector_options(p)
+    p.set_defaults(run=run)
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--frame-size takes WxH like 1280x720, found {text!r}") from None
+    if width < 64 or height < 64:
+        raise ConfigError(f"--frame-size should be at least 64x64, found {text!r}")
+    return width, height
+
+
+def _parse_sizes(text: str) -> list[float]:
+    try:
+        sizes = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--face-sizes takes numbers like 8,10,14,20, found {text!r}") from None
+    if not sizes or min(sizes) < 2:
+        raise ConfigError(f"--face-sizes should be px values of at least 2, found {text!r}")
+    return sizes
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..evaluation.detection import evaluate_detection, format_table, plot_buckets, read_wider
+
+    if not 0.0 < args.iou <= 1.0:
+        raise ConfigError(f"--iou should be in (0, 1], found {args.iou}")
+    if (args.annotations is None) == (args.synth is None):
+        raise ConfigError("give either --annotations FILE --images DIR (WIDER FACE format) or --synth PHOTOS")
+    if args.plot is not None:
+        from .._deps import require
+
+        require("matplotlib", extra="plot")
+    detector = detector_from_args(args)
+    with detector:
+        if args.annotations is not None:
+            if args.images is None:
+                raise ConfigError("--annotations needs --images, the folder its image paths are relative to")
+            truths = read_wider(args.annotations, args.images)
+            items = ((_read(t.path), t) for t in truths)
+            described = {"annotations": str(args.annotations), "images": str(args.images)}
+            total = len(truths)
+        else:
+            items, described = _synth_items(args)
+            total = args.count
+        result = evaluate_detection(detector, items, total=total, iou_threshold=args.iou, progress=not args.quiet)
+    plan = detector.plan
+    result["env"] = {"detector": detector.name, "score_threshold": detector.score_threshold,
+                     "plan": {"det_size": plan.det_size, "min_face_px": plan.min_face_px, "upscale": plan.upscale,
+                              "tile": plan.tile, "max_side": plan.max_side}, **described}
+    print(format_table(result))
+    write_json(result, args.json)
+    if args.plot is not None:
+        plot_buckets(result, args.plot, title=f"{detector.name}, min_face_px={plan.min_face_px}, "
+                                              f"det_size={plan.det_size}")
+    return 0
+
+
+def _read(path: Path):
+    from ..pipeline.image import read_image
+
+    return read_image(path)
+
+
+def _synth_items(args: argparse.Namespace):
+    import cv2
+    import numpy as np
+
+    from ..evaluation.detection import GroundTruth, write_wider
+    from ..evaluation.synth_frames import collect_source_faces, synth_frames
+
+    if args.count < 1:
+        raise ConfigError(f"--count should be at least 1, found {args.count}")
+    size, sizes = _parse_size(args.frame_size), _parse_sizes(args.face_sizes)
+    if args.save is not None and args.save.exists():
+        raise ConfigError(f"--save {args.save} already exists; name a new folder (nothing is overwritten)")
+    faces = collect_source_faces(args.synth)
+    if not faces:
+        raise ConfigError(f"no face of at least 48 px found in {' '.join(args.synth)}; give photos with clear faces")
+    described = {"synth": list(args.synth), "count": args.count, "seed": args.seed, "frame_size": list(size),
+                 "face_sizes_px": sizes, "source_faces": len(faces),
+                 "source_photos": len({f.source for f in faces})}
+
+    def generate():
+        saved = []
+        staging = None
+        if args.save is not None:
+            staging = args.save.with_name(args.save.name + ".partial")
+            staging.mkdir(parents=True, exist_ok=True)
+        for index, frame in enumerate(synth_frames(faces, args.count, seed=args.seed, face_sizes_px=sizes,
+                                                   frame_size=size)):
+            name = f"frame_{index:04d}.png"
+            if staging is not None:
+                cv2.imwrite(str(staging / name), frame.image)
+                saved.append((name, frame.boxes))
+            yield frame.image, GroundTruth(Path(name), frame.boxes, np.zeros(len(frame.boxes), bool))
+        if staging is not None:
+            write_wider(saved, staging / "annotations.txt")
+            staging.rename(args.save)
+
+    return generate(), described
