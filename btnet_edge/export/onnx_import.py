@@ -169,3 +169,12 @@ def btnet_from_onnx(path: str | Path, arch: str | None, resolutions: Sequence[in
     log.info("%s: %s, %d BatchNorms folded in the graph, parity vs the original: min cosine %.7f", path.name, found,
              len(matched.folded), parity["min_cosine"])
     return net, report, preprocess
+
+
+def onnx_trunk_btnet(args, resolutions: Sequence[int], branches) -> tuple[Any, str, dict[str, Any]]:
+    """``btnet-edge export --trunk model.onnx``: the BTNet, its weights label and the import report."""
+    if branches:
+        raise ConfigError("--branch files (the authors' PyTorch format) need a PyTorch --trunk; with an ONNX trunk "
+                          "the branches start from its weights: train them with `btnet-edge train-branches`")
+    net, report, _ = btnet_from_onnx(args.trunk, args.arch, resolutions, args, seed=args.seed)
+    return net, "pretrained", report

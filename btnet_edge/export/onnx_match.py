@@ -35,7 +35,7 @@ class Matched:
     """What the match recovered: the state dict (numpy), folded BN prefixes, implant points seen."""
 
     state: dict[str, np.ndarray] = field(default_factory=dict)
-    folded: list[str] = field(default_factory=list)
+    folded: list[tuple[str, str]] = field(default_factory=list)  # (BN prefix, layer it was folded into)
     implants: dict[str, str] = field(default_factory=dict)  # graph input -> unit it follows
 
 
@@ -198,7 +198,7 @@ class _Matcher:
         beta = self.pending_bias if self.pending_bias is not None else np.zeros(n)
         # Identity BN: (x - 0) / sqrt((1 - eps) + eps) * 1 + beta.
         self.put_bn(e, np.ones(n), beta, np.zeros(n), np.full(n, 1.0 - e.module.eps))
-        self.result.folded.append(e.key)
+        self.result.folded.append((e.key, self.previous.key))
 
     def load_prelu(self, e: Expected, layer: Layer) -> None:
         slope = self.graph.constant(layer.node.input[1], f"{e.key}.weight")

@@ -297,7 +297,7 @@ def train_and_export(package: str | Path, image_dirs: Sequence[str | Path], out:
                      force: bool = False) -> dict:
     """Package -> trained branches -> new package (same trunk, preprocessing and dispatch; run in the manifest)."""
     from ..export.package_writer import ExportOptions, export_package
-    from ..export.reference_weights import btnet_from_package
+    from ..export.package_weights import btnet_from_package
     from ..package.loader import load_package
     from .data import load_faces
 

@@ -1,0 +1,139 @@
+"""One copy of the weights per package: the PyTorch BTNet is rebuilt from the package's own ONNX files.
+
+``trunk.onnx`` holds the whole trunk and each ``branch_<r>.onnx`` its branch's own
+layers. The exporter folds a BatchNorm that follows a convolution into it, which is
+exact for inference but loses the BN's own parameters, which training needs (train-
+mode BN). Those, and only those, go to ``batchnorm.npz`` (no pickle): a few hundred
+KB next to graphs of tens of MB. Older packages with ``weights.npz`` still load.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .._deps import require
+from ..errors import CheckpointError, PackageError
+from .onnx_graph import OnnxGraph
+from .onnx_match import Matched, layer_template, match_layers
+
+log = logging.getLogger(__name__)
+
+FOLDED_BATCHNORM = "batchnorm.npz"
+LEGACY_WEIGHTS = "weights.npz"
+_BN_PARAMS = ("weight", "bias", "running_mean", "running_var")
+
+
+def read_network(path: Path, module, family: str, arch: str, image_input: str, stop_unit: str | None = None) -> Matched:
+    """State dict of ``module`` (a trunk or a branch, up to ``stop_unit``) from the ONNX file at ``path``."""
+    graph = OnnxGraph(path)
+    _, layers = graph.walk(image_input)
+    return match_layers(graph, layers, layer_template(module, family, stop_unit), arch)
+
+
+def _graphs(net, trunk, branches):
+    """(prefix, module, file, image input, stop unit) for the trunk and each branch."""
+    yield "trunk", net.trunk, trunk.file, trunk.inputs[0].name, None
+    for info in branches:
+        yield f"branch_{info.resolution}", net.branch(info.resolution), info.file, info.input.name, info.implant_after
+
+
+def save_folded_batchnorm(net, folder: Path, trunk, branches) -> dict[str, int]:
+    """Write the parameters of every BN folded in ``folder``'s graphs; return counts per graph."""
+    arrays, counts = {}, {}
+    for prefix, module, file, image, stop in _graphs(net, trunk, branches):
+        matched = read_network(folder / file, module, net.config.family, net.arch, image, stop)
+        state = module.state_dict()
+        for bn_key, _ in matched.folded:
+            arrays.update({f"{prefix}.{bn_key}.{p}": state[f"{bn_key}.{p}"].detach().cpu().numpy() for p in _BN_PARAMS})
+        counts[file] = len(matched.folded)
+    with open(folder / FOLDED_BATCHNORM, "wb") as handle:
+        np.savez(handle, **arrays)
+    return counts
+
+
+def _unfold(matched: Matched, module, saved: dict[str, np.ndarray], prefix: str) -> None:
+    """Put the saved BN back and divide its scale out of the layer it was folded into (exact up to rounding)."""
+    state = matched.state
+    for bn_key, weighted_key in matched.folded:
+        names = [f"{prefix}.{bn_key}.{p}" for p in _BN_PARAMS]
+        if not all(n in saved for n in names):
+            continue  # a package built from a folded ONNX: the identity BN is all there is
+        gamma, beta, mean, var = (saved[n].astype(np.float64) for n in names)
+        eps = getattr(module.get_submodule(bn_key), "eps", 1e-5)
+        scale = gamma / np.sqrt(var + eps)
+        safe = np.where(scale == 0, 1.0, scale)  # a zero scale folded the weights to 0: nothing to divide
+        weight = state[weighted_key + ".weight"].astype(np.float64)
+        state[weighted_key + ".weight"] = (weight / safe.reshape(-1, *([1] * (weight.ndim - 1)))).astype(np.float32)
+        if weighted_key + ".bias" in state:
+            folded_bias = state[weighted_key + ".bias"].astype(np.float64) + state[f"{bn_key}.bias"]
+            state[weighted_key + ".bias"] = ((folded_bias - beta) / safe + mean).astype(np.float32)
+        for param, value in zip(_BN_PARAMS, (gamma, beta, mean, var)):
+            state[f"{bn_key}.{param}"] = value.astype(np.float32)
+
+
+def btnet_from_graphs(arch: str, folder: Path, trunk, branches, batchnorm: Path | None):
+    """A BTNet whose weights are read from the graphs in ``folder`` and the folded BNs saved in ``batchnorm``."""
+    torch = require("torch", extra="export")
+    from ..models.btnet import BTNet
+
+    net = BTNet(arch, [b.resolution for b in branches])
+    saved: dict[str, np.ndarray] = {}
+    if batchnorm is not None:
+        with np.load(batchnorm, allow_pickle=False) as data:
+            saved = {k: np.array(data[k]) for k in data.files}
+    for prefix, module, file, image, stop in _graphs(net, trunk, branches):
+        matched = read_network(folder / file, module, net.config.family, net.arch, image, stop)
+        _unfold(matched, module, saved, prefix)
+        own = module.state_dict()
+        state = {k: torch.from_numpy(np.array(v)).to(own[k].dtype) for k, v in matched.state.items()}
+        if prefix == "trunk":
+            module.load_state_dict(state, strict=True)
+            net.init_branches_from_trunk()
+        else:
+            merged = dict(own)
+            merged.update(state)
+            module.load_state_dict(merged, strict=True)
+    return net.eval()
+
+
+def legacy_btnet(package):
+    """Packages of btnet-edge <= 0.1 kept a second copy of every weight in ``weights.npz``."""
+    torch = require("torch", extra="export")
+    from ..models.btnet import BTNet
+
+    manifest = package.manifest
+    net = BTNet(manifest.architecture, [b.resolution for b in manifest.branches])
+    with np.load(package.path(LEGACY_WEIGHTS), allow_pickle=False) as data:
+        arrays = {k: torch.from_numpy(np.array(data[k])) for k in data.files}
+    net.trunk.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("trunk.")}, strict=True)
+    net.init_branches_from_trunk()
+    for r in net.resolutions:
+        prefix = f"branch_{r}."
+        own = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+        state = net.branch(r).state_dict()
+        state.update(own)
+        net.branch(r).load_state_dict(state, strict=True)
+    return net.eval()
+
+
+def weight_difference(a, b) -> float:
+    """Largest absolute difference between two BTNets' parameters and BN statistics."""
+    own, other = a.state_dict(), b.state_dict()
+    return max(float((own[k].double() - other[k].double()).abs().max()) for k in own
+               if own[k].numel() and not k.endswith("num_batches_tracked"))
+
+
+def btnet_from_package(package):
+    """Rebuild the PyTorch BTNet of a verified :class:`~btnet_edge.package.loader.ModelPackage`."""
+    manifest = package.manifest
+    if LEGACY_WEIGHTS in manifest.files:
+        return legacy_btnet(package)
+    try:
+        batchnorm = package.path(FOLDED_BATCHNORM) if FOLDED_BATCHNORM in manifest.files else None
+        return btnet_from_graphs(manifest.architecture, package.folder, manifest.trunk, manifest.branches, batchnorm)
+    except CheckpointError as exc:  # a graph we cannot map back: say which package and why
+        raise PackageError(f"cannot rebuild the PyTorch model of {package.folder} from its ONNX files ({exc}); "
+                           "re-export the package with this btnet-edge") from None
