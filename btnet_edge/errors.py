@@ -48,3 +48,14 @@ class GalleryError(BtnetError):
 
 class ConfigError(BtnetError):
     """An option value (dispatch policy, target file, resolution list) is invalid."""
+
+
+class NotComputedError(BtnetError, AttributeError, KeyError):
+    """A face attribute that insightface models compute (age, gender, ...) but btnet-edge does not.
+
+    An AttributeError, so ``hasattr(face, "age")`` is False, and a KeyError, so ``face["age"]``
+    fails as a dict lookup would; never a silent None.
+    """
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""

@@ -6,15 +6,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .face_access import InsightfaceAccess
+
 
 @dataclass(frozen=True, eq=False)
-class Face:
+class Face(InsightfaceAccess):
     """One recognized face.
 
     ``bbox`` (x1, y1, x2, y2), ``kps`` (5, 2) and ``det_score`` as insightface; ``embedding``
     is the raw trunk output and ``normed_embedding`` its unit-length version; ``resolution``
     is the branch used (7, 14, 28 or 112) and ``face_size`` the size in px that chose it.
-    ``identity`` and ``identity_score`` are set when a gallery is attached.
+    ``identity`` and ``identity_score`` are set when a gallery is attached. Reads like
+    insightface's dict work too (``face["embedding"]``, ``face.get(...)``, ``"kps" in face``).
     """
 
     bbox: np.ndarray
