@@ -154,6 +154,8 @@ class OnnxGraph:
             graph_inputs = [n for n in self._activation_inputs(node) if n in self.inputs]
             if len(graph_inputs) == 1 and len(self._activation_inputs(node)) == 2:
                 return Layer("implant", node, graph_inputs[0])
+        if node.op_type == "Cast" and self.attribute(node, "to") == 1:  # to float32: arcface_torch's fc(x.float())
+            return Layer("skip", node)
         if node.op_type not in _KINDS:
             return Layer(f"unsupported {node.op_type}", node)
         return Layer(_KINDS[node.op_type] or "skip", node)
