@@ -64,7 +64,6 @@ class OnnxGraph:
             self.model = onnx.load(str(self.path))
         except Exception as exc:  # onnx raises DecodeError and friends
             raise CheckpointError(f"{self.path} is not a readable ONNX model ({type(exc).__name__}: {exc})") from None
-        self._numpy_helper = onnx.numpy_helper
         graph = self.model.graph
         self.constants: dict[str, np.ndarray] = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
         self.consumers: dict[str, list] = {}
@@ -167,7 +166,8 @@ class OnnxGraph:
         """Layers along the data from ``tensor`` until a graph output or a residual join (returned)."""
         layers: list[Layer] = []
         while True:
-            readers = self.consumers.get(tensor, [])
+            # A Shape node only reads the size (x.view(x.size(0), -1) exports that way): not a data path.
+            readers = [n for n in self.consumers.get(tensor, []) if n.op_type != "Shape"]
             if not readers:
                 return layers, tensor, None
             if len(readers) == 1:
