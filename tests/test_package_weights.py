@@ -42,6 +42,11 @@ def test_batchnorm_file_holds_only_what_no_graph_holds(tiny_package):
     assert not (tiny_package / LEGACY_WEIGHTS).exists()
     graphs = sum((tiny_package / n).stat().st_size for n in load_package(tiny_package).manifest.files if n.endswith(".onnx"))
     assert (tiny_package / FOLDED_BATCHNORM).stat().st_size < 0.1 * graphs
+    from btnet_edge.cli.info import package_summary
+
+    sizes = package_summary(tiny_package)["file_bytes"]  # what `btnet-edge info` reports
+    assert sizes[FOLDED_BATCHNORM] == (tiny_package / FOLDED_BATCHNORM).stat().st_size and set(sizes) == set(
+        load_package(tiny_package).manifest.files)
 
 
 def test_older_packages_with_weights_npz_still_load(tiny_package, tiny_net, tmp_path):

@@ -38,6 +38,7 @@ def package_summary(folder: Path, verify: bool = True) -> dict[str, Any]:
         "parity": extra.get("parity"),
         "import_report": extra.get("import_report"),
         "files": dict(manifest.files),
+        "file_bytes": {name: (Path(folder) / name).stat().st_size for name in manifest.files},
         "verified": verify,
     }
 
@@ -56,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"  branch {r:>3} px: {params.get('branches', {}).get(str(r))} parameters "
               f"({summary['branch_param_percent'][str(r)]}% of the trunk), implant {implant['shape']} after "
               f"{implant['after']}")
+    sizes = summary["file_bytes"]
+    print(f"files: {sum(sizes.values()) / 1e6:.1f} MB (" + ", ".join(f"{n} {b / 1e6:.1f}" for n, b in sorted(sizes.items()))
+          + ")")
     d = summary["dispatch"]
     print(f"dispatch: {d['indicator']} + {d['rounding']}: {d['ranges']}")
     for name, figures in (summary["parity"] or {}).items():
