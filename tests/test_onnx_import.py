@@ -107,6 +107,7 @@ def test_cli_package_from_onnx_matches_the_source_and_keeps_one_copy(tiny, tmp_p
     package = load_package(out)
     manifest = package.manifest
     assert manifest.architecture == "test_btnet" and manifest.weights == "pretrained"
+    assert manifest.name == "test_btnet.folded"
     assert set(manifest.files) == {"trunk.onnx", "branch_28.onnx", "branch_14.onnx", "branch_7.onnx", "batchnorm.npz"}
     assert manifest.extra["import_report"]["trunk"]["format"] == "onnx"
     assert "declared by architecture test_btnet" in manifest.extra["import_report"]["trunk"]["preprocess"]["mean_std_from"]

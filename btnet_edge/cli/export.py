@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if is_onnx_file(args.trunk):
         net, weights, report = onnx_trunk_btnet(args, resolutions, branches)
         args.color_order, args.mean, args.std = (report["trunk"]["preprocess"][k] for k in ("color_order", "mean", "std"))
+        args.name = args.name or f"{net.arch}.{args.trunk.stem}"  # arch.tag: iresnet50.w600k_r50
     elif args.arch is None:
         raise ConfigError("--arch is required unless --trunk is an ONNX file (whose architecture is read from the graph)")
     else:
