@@ -86,6 +86,10 @@ def btnet_from_graphs(arch: str, folder: Path, trunk, branches, batchnorm: Path 
             saved = {k: np.array(data[k]) for k in data.files}
     for prefix, module, file, image, stop in _graphs(net, trunk, branches):
         matched = read_network(folder / file, module, net.config.family, net.arch, image, stop)
+        if prefix == "trunk":
+            expected = {b.output.name: b.implant_after for b in branches}
+            if matched.implants != expected:
+                raise CheckpointError(f"{file} implants {matched.implants}, the manifest says {expected}")
         _unfold(matched, module, saved, prefix)
         own = module.state_dict()
         state = {k: torch.from_numpy(np.array(v)).to(own[k].dtype) for k, v in matched.state.items()}
@@ -100,7 +104,7 @@ def btnet_from_graphs(arch: str, folder: Path, trunk, branches, batchnorm: Path 
 
 
 def legacy_btnet(package):
-    """Packages of btnet-edge <= 0.1 kept a second copy of every weight in ``weights.npz``."""
+    """Older packages kept a second copy of every weight in ``weights.npz``."""
     torch = require("torch", extra="export")
     from ..models.btnet import BTNet
 
