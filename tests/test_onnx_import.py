@@ -88,6 +88,27 @@ def test_folded_graph_gives_the_same_network_at_every_resolution(tiny):
             assert torch.allclose(rebuilt.embed(x, r), net.embed(x, r), atol=1e-4), r
 
 
+def test_batchnorm_epsilon_of_the_source_is_kept_in_the_function(tmp_path):
+    """mxnet-era insightface models use BN epsilon 2e-5; ours is 1e-5: the variances absorb the difference."""
+    import copy
+
+    from btnet_edge.models.btnet import random_btnet
+
+    trunk = copy.deepcopy(random_btnet("test_btnet", RESOLUTIONS, seed=4).trunk)
+    for module in trunk.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eps = 2e-5
+    variances = torch.linspace(1e-5, 1e-4, trunk.bn1.num_features)  # where the epsilon matters, per channel
+    trunk.bn1.running_var.copy_(variances)
+    trunk.bn1.weight.data.copy_(torch.sqrt(variances))  # keep the stem's output in range
+    rebuilt, report, _ = _import(_to_onnx(trunk, tmp_path / "eps.onnx", folded=False))
+    x = torch.randn(4, 3, 112, 112, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        cosine = torch.nn.functional.cosine_similarity(rebuilt.embed(x), trunk(x))
+        assert cosine.min() > 0.999999 and torch.allclose(rebuilt.trunk.bn1.running_var, variances + 1e-5)
+    assert report["trunk"]["parity_vs_source"]["min_cosine"] >= 0.9999
+
+
 def test_r18_folded_export_is_recognized_by_its_structure(tmp_path):
     from btnet_edge.models.btnet import random_btnet
 
