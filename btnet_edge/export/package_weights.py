@@ -4,7 +4,7 @@
 layers. The exporter folds a BatchNorm that follows a convolution into it, which is
 exact for inference but loses the BN's own parameters, which training needs (train-
 mode BN). Those, and only those, go to ``batchnorm.npz`` (no pickle): a few hundred
-KB next to graphs of tens of MB. Older packages with ``weights.npz`` still load.
+KB next to graphs of 8 to 270 MB. Older packages with ``weights.npz`` still load.
 """
 
 from __future__ import annotations
