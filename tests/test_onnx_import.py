@@ -203,6 +203,17 @@ def test_branches_of_an_onnx_package_train(tiny, tmp_path, capsys):
     faces = np.random.default_rng(0).integers(0, 256, (8, 112, 112, 3), dtype=np.uint8)
     spec = Preprocess("RGB", (127.5,) * 3, (127.5,) * 3)
     distiller = BranchDistiller(net, spec, TrainOptions(lr=3e-3, augmentation=None, device="cpu", resolutions=[14]))
+    x = distiller._tensors(faces)[14]
+    branch = net.branch(14)
+    with torch.no_grad():
+        before = net.run_branch(14, x)
+        assert distiller.recalibrate_batchnorm(faces) > 0  # the identity BNs of the folded source get real statistics
+        after_eval = net.run_branch(14, x)
+        branch.train()
+        after_train = net.run_branch(14, x)
+        branch.eval()
+    assert torch.allclose(before, after_eval, rtol=1e-4, atol=1e-4)  # the function is unchanged
+    assert torch.allclose(after_train, after_eval, rtol=1e-3, atol=1e-3)  # train mode now starts where eval is
     history = [distiller.step(faces, 3e-3) for _ in range(10)]
     for key in ("feature_14", "embedding_14"):
         assert history[-1][key] < history[0][key], (key, history[0], history[-1])
