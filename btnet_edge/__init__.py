@@ -16,6 +16,7 @@ from .errors import (
     InputImageError,
     ManifestError,
     MissingDependencyError,
+    NotComputedError,
     PackageError,
 )
 
@@ -32,6 +33,10 @@ def __getattr__(name: str):
         from .pipeline.face import Face
 
         return Face
+    if name == "FaceAnalysis":
+        from .app.face_analysis import FaceAnalysis
+
+        return FaceAnalysis
     if name == "Gallery":
         from .pipeline.gallery import Gallery
 
@@ -46,6 +51,7 @@ __all__ = [
     "__version__",
     "DetectPlan",
     "Face",
+    "FaceAnalysis",
     "Gallery",
     "Recognizer",
     "BackendError",
@@ -57,5 +63,6 @@ __all__ = [
     "InputImageError",
     "ManifestError",
     "MissingDependencyError",
+    "NotComputedError",
     "PackageError",
 ]

@@ -64,3 +64,14 @@ class OutputError(BtnetError):
 
 class ImageTooLargeError(InputImageError):
     """An image has more pixels than the limit (a decompression bomb?); the message names the limit to raise."""
+
+
+class NotComputedError(BtnetError, AttributeError, KeyError):
+    """A face attribute that insightface models compute (age, gender, ...) but btnet-edge does not.
+
+    An AttributeError, so ``hasattr(face, "age")`` is False, and a KeyError, so ``face["age"]``
+    fails as a dict lookup would; never a silent None.
+    """
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""

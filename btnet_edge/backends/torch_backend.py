@@ -1,4 +1,4 @@
-"""PyTorch backend: the reference. Runs one package graph from the package's ``weights.npz``.
+"""PyTorch backend: the reference. Runs one package graph with weights read from the package's ONNX files.
 
 CPU or CUDA; FP16 on CUDA (autocast off, weights and inputs in half, outputs back to FP32).
 """
@@ -29,7 +29,7 @@ class TorchBackend(Backend):
 
     def _load(self) -> None:
         torch = require("torch", extra="export")
-        from ..export.reference_weights import btnet_from_package
+        from ..export.package_weights import btnet_from_package
 
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendError("PyTorch has no CUDA device here; run on the CPU (--device cpu; device='cpu' in the API)")

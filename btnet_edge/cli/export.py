@@ -19,9 +19,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("export", help="export a model package (ONNX graphs + manifest)",
                               description="Export BTNet (trunk + branches) to a model package folder. Without "
                                           "--trunk the weights are a seeded random initialization (fine for latency).")
-    p.add_argument("--arch", required=True, choices=ARCH_CHOICES, help="trunk architecture")
+    p.add_argument("--arch", choices=ARCH_CHOICES, help="trunk architecture (read from the graph when --trunk is ONNX)")
     p.add_argument("--trunk", type=Path, help="trunk weights: insightface backbone.pth, the authors' 112 px model.pt, "
-                                              "or MobileFaceNet's state dict")
+                                              "MobileFaceNet's state dict, or an ONNX recogniser (IResNet, MobileFaceNet)")
     p.add_argument("--branch", type=parse_branch_file, action="append", default=[], metavar="R=FILE",
                    help="branch weights for R px in the authors' format (a full network); repeatable")
     p.add_argument("--resolutions", default="7,14,28", help="branch resolutions (default 7,14,28)")
@@ -47,11 +47,18 @@ def run(args: argparse.Namespace) -> int:
 
     require("torch", extra="export")
     require("onnx", extra="export")
+    from dataclasses import replace
+
+    from ..errors import ConfigError
+    from ..export.onnx_import import is_onnx_file, onnx_trunk_btnet
     from ..export.package_writer import ExportOptions, build_btnet, check_export_options, export_package
     from ..package.manifest import DispatchPolicy
 
     resolutions = parse_resolutions(args.resolutions)
     branches = dict(args.branch)
+    from_onnx = is_onnx_file(args.trunk)
+    if not from_onnx and args.arch is None:
+        raise ConfigError("--arch is required unless --trunk is an ONNX file (whose architecture is read from the graph)")
     options = ExportOptions(
         out=args.out, fused=args.fused, parity=not args.no_parity, seed=args.seed, name=args.name,
         color_order=args.color_order, mean=args.mean, std=args.std,
@@ -66,10 +73,19 @@ def run(args: argparse.Namespace) -> int:
                     "upsample faces of those sizes for the trunk instead. Train them: btnet-edge train-branches %s "
                     "--images PHOTOS --out TRAINED (docs/accuracy.md says how much data that needs)",
                     untrained, args.out)
-    net, weights, report = build_btnet(args.arch, resolutions, args.trunk, branches, seed=args.seed)
+    if from_onnx:  # preprocessing as the source declares it (graph, flags or convention: the report says which)
+        net, weights, report = onnx_trunk_btnet(args, resolutions, branches)
+        color_order, mean, std = (report["trunk"]["preprocess"][k] for k in ("color_order", "mean", "std"))
+        options = replace(options, color_order=color_order, mean=mean, std=std,
+                          name=args.name or f"{net.arch}.{args.trunk.stem}")  # arch.tag: iresnet50.w600k_r50
+    else:
+        net, weights, report = build_btnet(args.arch, resolutions, args.trunk, branches, seed=args.seed)
     manifest = export_package(net, options, weights, report)
     summary = {"package": str(args.out), "name": manifest.name, "weights": manifest.weights,
                "files": sorted(manifest.files), "parity": manifest.extra.get("parity", {})}
+    if "parity_vs_source" in report.get("trunk", {}):
+        summary["parity_vs_source"] = report["trunk"]["parity_vs_source"]
+        summary["preprocess_from"] = report["trunk"]["preprocess"]["mean_std_from"]
     if weights == "random":
         summary["note"] = "random weights (seeded): right for latency and plumbing, not for recognition"
     print(json.dumps(summary, indent=2))

@@ -40,6 +40,7 @@ def package_summary(folder: Path, verify: bool = True) -> dict[str, Any]:
         "import_report": extra.get("import_report"),
         "branches": [status.to_json() for status in branch_statuses(manifest)],
         "files": dict(manifest.files),
+        "file_bytes": {name: (Path(folder) / name).stat().st_size for name in manifest.files},
         "verified": verify,
     }
 
@@ -60,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
               f"{implant['after']}")
     for status in branch_statuses(read_manifest(args.package)):
         print(f"  branch {status.resolution:>3} px: {status.describe()}")
+    sizes = summary["file_bytes"]
+    print(f"files: {sum(sizes.values()) / 1e6:.1f} MB (" + ", ".join(f"{n} {b / 1e6:.1f}" for n, b in sorted(sizes.items()))
+          + ")")
     d = summary["dispatch"]
     print(f"dispatch: {d['indicator']} + {d['rounding']}: {d['ranges']}")
     for name, figures in (summary["parity"] or {}).items():

@@ -31,7 +31,7 @@ from ..safe_io import check_replaceable_folder, replace_folder
 from .graphs import EMBEDDING_NAME, BranchGraph, FusedGraph, MergedTrunkGraph, image_input_name, implant_name
 from .onnx_io import OPSET, onnx_from_torch
 from .parity import measure_parity
-from .reference_weights import REFERENCE_WEIGHTS, save_reference_weights
+from .package_weights import FOLDED_BATCHNORM, btnet_from_graphs, save_folded_batchnorm, weight_difference
 
 log = logging.getLogger(__name__)
 
@@ -147,11 +147,12 @@ def export_package(net, options: ExportOptions, weights: str, import_report: Map
                                                   [image_input_name(r)])
                 bar.update()
         bar.close()
-        save_reference_weights(net, staging / REFERENCE_WEIGHTS)
+        folded = save_folded_batchnorm(net, staging, trunk, branches)  # the graphs hold every other weight
+        rebuilt = btnet_from_graphs(net.arch, staging, trunk, branches, staging / FOLDED_BATCHNORM)
         counts = net.parameter_counts()
         percent = {r: round(100.0 * n / counts["trunk"], 2) for r, n in counts["branches"].items()}
         files = {p.name: sha256_of(p) for p in sorted(staging.glob("*.onnx"))}
-        files[REFERENCE_WEIGHTS] = sha256_of(staging / REFERENCE_WEIGHTS)
+        files[FOLDED_BATCHNORM] = sha256_of(staging / FOLDED_BATCHNORM)
         preprocess = Preprocess(
             options.color_order or config.color_order,
             tuple(options.mean or config.mean),  # type: ignore[arg-type]
@@ -167,6 +168,7 @@ def export_package(net, options: ExportOptions, weights: str, import_report: Map
             "dispatch_ranges": {rule: dispatch_ranges([112, *net.resolutions], rule)
                                 for rule in ("floor", "near", "ceil")},
             "parity": parity,
+            "weights_from_graphs": {"folded_batchnorm": folded, "max_abs_diff": weight_difference(net, rebuilt)},
             "import_report": dict(import_report or {}),
             RECORD_KEY: export_records(net.resolutions, weights, import_report, options.previous_branches),
             "alignment": "arcface 5-point template scaled to the branch resolution",

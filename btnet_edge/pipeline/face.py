@@ -6,9 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .face_access import InsightfaceAccess
+
 
 @dataclass(frozen=True, eq=False)
-class Face:
+class Face(InsightfaceAccess):
     """One recognized face.
 
     ``bbox`` (x1, y1, x2, y2), ``kps`` (5, 2) and ``det_score`` as insightface; ``embedding``
@@ -17,6 +19,7 @@ class Face:
     ``identity`` and ``identity_score`` are set when a gallery is attached. ``route``: how the
     face was embedded: "branch" (its resolution's branch), "upsample" (aligned at 112 for the
     trunk because that branch is untrained, see ``Recognizer(branches=...)``) or "trunk" (112 px).
+    Reads like insightface's dict work too (``face["embedding"]``, ``face.get(...)``, ``"kps" in face``).
     """
 
     bbox: np.ndarray

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 DEFAULT_EPOCHS = 100
 WARMUP_SHARE = 0.05
 CLIP_NORM = 5.0  # per branch, as the authors clip
+CALIBRATION_FACES = 64
 
 
 @dataclass
@@ -57,6 +58,10 @@ class TrainOptions:
     resume: bool = False
     progress: bool = True
     augmentation: Augmentation | None = field(default_factory=Augmentation)
+    # Re-estimate the branches' BN statistics on the training faces before the first step, keeping
+    # the eval-mode function: for packages whose BNs were folded in their source ONNX (identity BN,
+    # whose train-mode batch statistics would otherwise differ wildly). None: on for those packages.
+    recalibrate_bn: bool | None = None
 
 
 def _device(torch, name: str) -> str:
@@ -150,6 +155,37 @@ class BranchDistiller:
                 for key, value in _floats(self.losses(chunk)).items():
                     sums[key] = sums.get(key, 0.0) + value * len(chunk)
         return {k: v / max(1, len(faces_112)) for k, v in sums.items()}
+
+    def recalibrate_batchnorm(self, faces_112: np.ndarray) -> int:
+        """Running statistics of each trainable branch BN := those of its input on ``faces_112``; scale and
+        shift adjusted so that eval mode computes the same function. Returns the number of BNs changed."""
+        torch = self.torch
+        inputs = self._tensors(faces_112)
+        changed = 0
+        for r in self.resolutions:
+            branch, own = self.net.branch(r), tuple(k.rsplit(".", 1)[0] + "." for k in self.net.branch_keys(r))
+            layers = [m for name, m in branch.named_modules()
+                      if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and name + "." in own]
+            seen: dict = {}
+            hooks = [m.register_forward_pre_hook(lambda m, args: seen.__setitem__(
+                m, (args[0].float().mean(dim=(0, 2, 3)), args[0].float().var(dim=(0, 2, 3), unbiased=False))))
+                for m in layers]
+            branch.eval()
+            try:
+                with torch.no_grad():
+                    self.net.run_branch(r, inputs[r])
+            finally:
+                for hook in hooks:
+                    hook.remove()
+            with torch.no_grad():
+                for m, (mean, var) in seen.items():
+                    old_std, new_std = torch.sqrt(m.running_var + m.eps), torch.sqrt(var + m.eps)
+                    m.bias.add_(m.weight * (mean - m.running_mean) / old_std)
+                    m.weight.mul_(new_std / old_std)
+                    m.running_mean.copy_(mean)
+                    m.running_var.copy_(var)
+                    changed += 1
+        return changed
 
     def set_branch_mode(self, training: bool) -> None:
         for r in self.resolutions:
@@ -249,6 +285,10 @@ def train(net, faces: FaceSet, spec, options: TrainOptions, meta: dict) -> dict:
         curve = list(saved.get("curve", []))
         log.info("resumed from %s at step %d of %d", checkpoint, step, total)
     else:
+        if options.recalibrate_bn:
+            count = distiller.recalibrate_batchnorm(faces.faces[:CALIBRATION_FACES])
+            log.info("re-estimated the statistics of %d branch BatchNorms on %d faces (eval function unchanged)",
+                     count, min(len(faces), CALIBRATION_FACES))
         meta["validation_before"] = distiller.evaluate(held_out.faces) if len(held_out) else {}
     before = meta["validation_before"]
     started = time.perf_counter()
@@ -280,7 +320,7 @@ def train(net, faces: FaceSet, spec, options: TrainOptions, meta: dict) -> dict:
         "epochs": round(total / max(1, sampler.steps_per_epoch), 2), "batch_size": sampler.batch_size,
         "optimizer": options.optimizer, "lr": options.lr, "lr_schedule": "5% linear warm-up, cosine to 1%",
         "weight_decay": options.weight_decay, "device": distiller.device, "amp": distiller.amp,
-        "seed": options.seed, "resumed_from_step": resumed_from,
+        "seed": options.seed, "resumed_from_step": resumed_from, "recalibrated_bn": bool(options.recalibrate_bn),
         "augmentation": asdict(options.augmentation) if options.augmentation else None,
         "validation": {"faces": len(held_out), "before": _round(before), "after": _round(after), "curve": curve},
         "seconds_this_session": round(time.perf_counter() - started, 1), "torch_version": torch.__version__,
@@ -297,7 +337,7 @@ def train_and_export(package: str | Path, image_dirs: Sequence[str | Path], out:
                      force: bool = False) -> dict:
     """Package -> trained branches -> new package (same trunk, preprocessing and dispatch; run in the manifest)."""
     from ..export.package_writer import ExportOptions, export_package
-    from ..export.reference_weights import btnet_from_package
+    from ..export.package_weights import btnet_from_package
     from ..package.branch_status import branch_statuses
     from ..package.loader import load_package
     from .data import load_faces
@@ -314,6 +354,8 @@ def train_and_export(package: str | Path, image_dirs: Sequence[str | Path], out:
     source = load_package(package)
     manifest = source.manifest
     net = btnet_from_package(source)
+    if options.recalibrate_bn is None:  # BNs folded in the source ONNX came back as identity BNs
+        options.recalibrate_bn = (manifest.extra.get("import_report") or {}).get("trunk", {}).get("format") == "onnx"
     faces = load_faces(image_dirs, min_face_px=min_face_px, progress=options.progress)
     meta = {"source_package": manifest.name, "source_folder": str(Path(package)),
             "trunk_sha256": manifest.files.get(manifest.trunk.file),
