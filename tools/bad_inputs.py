@@ -66,6 +66,7 @@ def make_world(package: Path, work: Path) -> dict[str, Path]:
     (work / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     (work / "bomb.png").write_bytes(_png_header(30000, 30000))
     (work / "notes.txt").write_text("x\n")
+    (work / "broken.onnx").write_bytes(b"not an onnx graph")
     (work / "bad.toml").write_text("this is = = not toml\n")
     manifest = read_manifest(package)
     with Gallery(work / "gallery.db", embedding_size=manifest.embedding_size, model_id=model_id(manifest)) as gallery:
@@ -176,6 +177,15 @@ def cases(package: Path, work: Path, lines: list[tuple[str, str]] | None = None)
         ("export-triton: --out is a file", "export-triton {PKG} --out {W}/notes.txt"),
         ("export-triton: max batch 0", "export-triton {PKG} --out {W}/triton --max-batch 0"),
         ("bench-cpp: C++ app missing", "bench-cpp {PKG} {W}/photos --app {W}/nothere-app"),
+        ("eval-detect: no ground truth", "eval-detect"),
+        ("eval-detect: photos missing", "eval-detect --synth {W}/nothere"),
+        ("eval-detect: annotations not WIDER FACE", "eval-detect --annotations {W}/notes.txt --images {W}/photos"),
+        ("eval-detect: zero frames", "eval-detect --synth {W}/photos --count 0"),
+        ("enroll: --people and --name together", "enroll {PKG} --gallery {W}/gallery.db --name x --people {W}/thesis"),
+        ("enroll: --people folder missing", "enroll {PKG} --gallery {W}/gallery.db --people {W}/nothere"),
+        ("run: --min-face negative", "run {PKG} {W}/photos --min-face -3"),
+        ("run: --det-size 0", "run {PKG} {W}/photos --det-size 0"),
+        ("export: ONNX trunk that is not ONNX", "export --trunk {W}/broken.onnx --out {W}/new_pkg --quiet"),
         ("bench-cpp: app is a text file", "bench-cpp {PKG} {W}/photos --app {W}/notes.txt"),
     ]
     return [(label, line.replace("{PKG}", shlex.quote(str(package))).replace("{W}", shlex.quote(str(work))))
