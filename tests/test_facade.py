@@ -91,7 +91,7 @@ def test_prepare_get_draw_on_a_real_photo(mfn_package):
         top2 = app.get(img, max_num=2)
         drawn = app.draw_on(img, faces)
     assert len(faces) == 6 and all(f["embedding"].shape == (128,) for f in faces)
-    detector = create_detector(max_side=640, min_side=640, score_threshold=0.5)
+    detector = create_detector(det_size=640, min_face_px=0, score_threshold=0.5)
     with Recognizer(mfn_package, detector=detector) as rec:
         same = rec.get(img)
     assert all(np.allclose(a.embedding, b.embedding, atol=1e-5) for a, b in zip(faces, same))

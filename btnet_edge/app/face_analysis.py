@@ -75,8 +75,9 @@ class FaceAnalysis:
         self.models = {"detection": str(detector or "retinaface"), "recognition": self.package.manifest.name}
 
     def prepare(self, ctx_id: int = 0, det_thresh: float = 0.5, det_size: tuple[int, int] | None = (640, 640)) -> None:
-        """Load the sessions. ``det_size`` (w, h): frames are detected with their long side scaled to
-        ``max(det_size)``, as insightface does; None keeps btnet-edge's own sizing (better for small faces)."""
+        """Load the sessions. ``det_size`` (w, h): one detection pass with the frame's long side scaled to
+        ``max(det_size)``, as insightface does (the same faces); None uses btnet-edge's default detection
+        plan, which adds an enlarged pass for faces down to 10 px (pipeline/detect_plan.py)."""
         from ..pipeline.detect import create_detector
         from ..pipeline.recognizer import Recognizer
 
@@ -87,7 +88,7 @@ class FaceAnalysis:
         if self.recognizer is not None:
             self.recognizer.close()
         device = _device(ctx_id, self.providers)
-        sizing = {} if det_size is None else {"max_side": int(max(det_size)), "min_side": int(max(det_size))}
+        sizing = {} if det_size is None else {"det_size": int(max(det_size)), "min_face_px": 0}
         detector = create_detector(self.detector_spec, kind=self.detector_kind, device=device,
                                    score_threshold=det_thresh, **sizing)
         self.recognizer = Recognizer(self.package, backend=self.backend, detector=detector, device=device,
