@@ -169,6 +169,13 @@ int run(int argc, char** argv) {
   btnet_edge::Recognizer recognizer(args.package,
                                     btnet_edge::create_detector(args.detector, args.detector_kind, args.detector_options),
                                     args.recognizer_options);
+  std::string untrained;
+  for (const auto& [r, route] : recognizer.routes())
+    if (route == "upsample") untrained += (untrained.empty() ? "" : ", ") + std::to_string(r);
+  if (!untrained.empty() && args.recognizer_options.branches == "trained")
+    std::cerr << "btnet-edge-run: warning: branches " << untrained << " px of " << recognizer.manifest().name
+              << " are not trained (or not known to be): faces of those sizes are upsampled for the trunk. Train "
+                 "them with btnet-edge train-branches, or pass --branches all to use them anyway\n";
   if (!args.gallery.empty())
     recognizer.set_gallery(std::make_shared<btnet_edge::Gallery>(
         args.gallery, btnet_edge::gallery_model_id(recognizer.manifest()), recognizer.manifest().embedding_size));
