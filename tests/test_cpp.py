@@ -302,6 +302,10 @@ def test_cpp_bad_inputs_give_one_line_errors(cpp_app, mfn_package, retinaface_on
     fails(mfn_package, photo, *det, "--det-threshold", "high", says="--det-threshold takes a number")
     fails(mfn_package, photo, *det, "--rounding", "round", says="unknown rounding 'round'")
     fails(mfn_package, photo, *det, "--align", "eyes", says="align should be landmarks or box")
+    fails(mfn_package, photo, *det, "--branches", "some", says="use one of trained, all, none")
+    fails(mfn_package, photo, *det, "--det-size", "32", says="det_size=32 must be an int >= 64")
+    fails(mfn_package, photo, *det, "--det-upscale", "8", says="must be between 1 and 4")
+    fails(mfn_package, photo, *det, "--min-face", "-1", says="--min-face takes a size >= 0")
     import onnxruntime
 
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
