@@ -251,6 +251,8 @@ def test_cpp_runs_each_used_branch_once_and_the_trunk_once_per_frame(cpp_app, mf
     assert len(document["images"][0]["faces"]) >= 10 and {28, 112} <= used, used
     runs = document["timing"]["graph_runs"]  # the frame ran 3 times: once untimed, twice timed
     assert runs == {"trunk": 3, **{f"branch_{r}": 3 if r in used else 0 for r in (28, 14, 7)}}
+    passes = document["timing"]["detect_pass_s"]  # this small frame gets both passes of the plan
+    assert passes.keys() == {"coarse", "enlarged"} and min(passes.values()) > 0, passes
     # By default the fixture package's untrained branches are skipped: faces of their sizes go to the trunk.
     document = _cpp_json(cpp_app, mfn_package, [frame], retinaface_onnx, tmp_path, "--repeat", "1")
     assert {f["route"] for f in document["images"][0]["faces"]} == {"trunk", "upsample"}

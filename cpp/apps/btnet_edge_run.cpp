@@ -237,6 +237,8 @@ int run(int argc, char** argv) {
     const char* names[] = {"detect", "align", "branches", "trunk", "gallery"};
     for (int i = 0; i < 5; ++i) document["timing"]["stage_ms_per_frame"][names[i]] = 1e3 * stages[i] / std::max(timed_frames, 1);
     document["timing"]["graph_runs"] = recognizer.runs();  // since start, untimed runs included
+    for (const auto& [name, seconds] : recognizer.detector().pass_seconds)  // since start, untimed runs included
+      document["timing"]["detect_pass_s"][name] = seconds;
   }
   write_text(args.json, document.dump(2));
   if (!errors.empty())

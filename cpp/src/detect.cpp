@@ -1,6 +1,7 @@
 #include "btnet_edge/detect.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <numeric>
 
@@ -112,7 +113,9 @@ std::vector<Detection> FaceDetector::detect(const cv::Mat& image) {
   std::vector<Detection> found;
   bool merged = passes.size() > 1;
   for (const DetectPass& step : passes) {
+    const auto start = std::chrono::steady_clock::now();
     const std::vector<Detection> part = run_pass(img, step);
+    pass_seconds[step.name] += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     found.insert(found.end(), part.begin(), part.end());
     merged = merged || step.tile.has_value();
   }

@@ -6,6 +6,7 @@
 
 #include <array>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -47,6 +48,7 @@ class FaceDetector {
   // Faces in a BGR uint8 frame, best score first, in the frame's pixel coordinates.
   std::vector<Detection> detect(const cv::Mat& image);
   float score_threshold() const { return score_threshold_; }
+  std::map<std::string, double> pass_seconds;  // seconds spent per pass (coarse, enlarged) so far, for benchmarks
 
  protected:
   // Decoded faces scoring at least score_threshold() in img (contiguous BGR uint8), before NMS.

@@ -48,6 +48,7 @@ class Recognizer {
   // Branch resolution -> "branch" or "upsample" under the branches policy.
   const std::map<int, std::string>& routes() const { return routes_; }
   std::map<std::string, int64_t> runs() const { return runner_->runs(); }
+  const FaceDetector& detector() const { return *detector_; }
   StageTimes times;
 
  private:
