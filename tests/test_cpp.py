@@ -1,6 +1,7 @@
 """The C++ runtime (cpp/, top-level CMakeLists.txt): built with cmake, unit-tested with ctest, and held to the
-Python runtime on the fixture photos: same faces, same branches, embeddings at cosine >= 0.9999, the same
-`run --json` contract, and the same clear errors on bad packages, images and galleries.
+Python runtime on the fixture photos: same faces (the same detection plan), same branches and routes,
+embeddings at cosine >= 0.9999, the same `run --json` contract, and the same clear errors on bad packages,
+images and galleries.
 
 Skips with a reason where no C++ toolchain, OpenCV/nlohmann-json/SQLite headers or ONNX Runtime SDK can be
 found; tools/setup_dev.sh installs them, and in CI (CI=true) or with BTNET_REQUIRE_CPP=1 those skips are failures.
@@ -103,8 +104,9 @@ def _assert_same_faces(python_faces, cpp_faces, where: str) -> list[int]:
     resolutions = []
     for face, theirs in zip(python_faces, cpp_faces):
         ours = face.to_json()
-        assert theirs["resolution"] == ours["resolution"], where
+        assert (theirs["resolution"], theirs["route"]) == (ours["resolution"], ours["route"]), where
         np.testing.assert_allclose(theirs["bbox"], ours["bbox"], atol=0.02, err_msg=where)
+        np.testing.assert_allclose(theirs["kps"], ours["kps"], atol=0.02, err_msg=where)
         assert abs(theirs["det_score"] - ours["det_score"]) <= 2e-4, where
         embedding = np.asarray(theirs["embedding"], np.float64)
         assert embedding.shape == face.embedding.shape
@@ -116,18 +118,50 @@ def _assert_same_faces(python_faces, cpp_faces, where: str) -> list[int]:
 
 @pytest.mark.fixtures
 @needs_fixtures(SCENES)
-def test_cpp_embeddings_equal_python(cpp_app, mfn_package, retinaface_onnx, mixed_frames, tmp_path):
-    """Same faces, same branches, same embeddings as the Python Recognizer on every branch (MobileFaceNet + flip TTA)."""
+@pytest.mark.parametrize("branches", ["trained", "all"])
+def test_cpp_embeddings_equal_python(cpp_app, mfn_package, retinaface_onnx, mixed_frames, tmp_path, branches):
+    """Same faces, routes and embeddings as the Python Recognizer on every branch (MobileFaceNet + flip TTA).
+
+    The fixture package's branches are only initialised from the trunk: by default ("trained") both runtimes
+    upsample those faces for the trunk; "all" runs the branches themselves.
+    """
     from btnet_edge import Recognizer
     from btnet_edge.pipeline.image import read_image
 
-    document = _cpp_json(cpp_app, mfn_package, mixed_frames, retinaface_onnx, tmp_path, "--embeddings")
+    document = _cpp_json(cpp_app, mfn_package, mixed_frames, retinaface_onnx, tmp_path, "--embeddings",
+                         "--branches", branches)
     assert [entry["path"] for entry in document["images"]] == [str(p) for p in mixed_frames]
     used = set()
-    with Recognizer(mfn_package) as recognizer:
+    with Recognizer(mfn_package, branches=branches) as recognizer:
         for path, entry in zip(mixed_frames, document["images"]):
             used.update(_assert_same_faces(recognizer.get(read_image(path)), entry["faces"], path.name))
     assert used == {7, 14, 28, 112}, f"the frames should exercise every branch, used {sorted(used)}"
+    routes = {face["route"] for entry in document["images"] for face in entry["faces"]}
+    assert routes == ({"trunk", "upsample"} if branches == "trained" else {"trunk", "branch"}), routes
+
+
+@pytest.mark.fixtures
+@needs_fixtures(SCENES)
+def test_cpp_detection_plan_options_equal_python(cpp_app, mfn_package, retinaface_onnx, mixed_frames, tmp_path):
+    """--det-size, --min-face, --det-upscale, --det-tile and --max-side change the C++ plan as they change Python's."""
+    from btnet_edge import Recognizer
+    from btnet_edge.pipeline.detect_plan import DetectPlan
+    from btnet_edge.pipeline.image import read_image
+
+    frames = mixed_frames[:2] + mixed_frames[-3:-2]
+    settings = [(("--min-face", "0"), DetectPlan(min_face_px=None)),
+                (("--det-size", "320", "--det-upscale", "2", "--det-tile", "512", "--max-side", "3000"),
+                 DetectPlan(det_size=320, upscale=2.0, tile=512, max_side=3000))]
+    enlarged = settings[1][1].passes(*cv2.imread(str(frames[0])).shape[:2])[1]
+    assert enlarged.scale == 2.0 and enlarged.tile < 1280 * 2.0, "t1.jpg should be cut into tiles by the second plan"
+    boxes = []
+    for flags, plan in settings:
+        document = _cpp_json(cpp_app, mfn_package, frames, retinaface_onnx, tmp_path, "--embeddings", *flags)
+        with Recognizer(mfn_package, det_plan=plan) as recognizer:
+            for path, entry in zip(frames, document["images"]):
+                _assert_same_faces(recognizer.get(read_image(path)), entry["faces"], f"{path.name} {flags}")
+        boxes.append([face["bbox"] for entry in document["images"] for face in entry["faces"]])
+    assert boxes[0] != boxes[1], "the two plans should find different faces or boxes on these frames"
 
 
 @pytest.mark.fixtures
@@ -174,8 +208,8 @@ def test_cpp_json_matches_python_run_contract(cpp_app, mfn_package, retinaface_o
 
     gallery = tmp_path / "people.db"
     for name in ("obama", "biden"):
-        assert main(["enroll", str(mfn_package), "--gallery", str(gallery), "--name", name,
-                     str(PEOPLE / name / f"{name}1.jpg")]) == 0
+        assert main(["enroll", str(mfn_package), str(PEOPLE / name / f"{name}1.jpg"), "--gallery", str(gallery),
+                     "--name", name]) == 0
     inputs = [SCENES / "obama_and_biden.jpg", SCENES / "two_people.jpg", PEOPLE / "obama" / "obama2.jpg"]
     python_json = tmp_path / "python.json"
     assert main(["run", str(mfn_package), *map(str, inputs), "--gallery", str(gallery), "--json", str(python_json),
@@ -212,11 +246,17 @@ def test_cpp_runs_each_used_branch_once_and_the_trunk_once_per_frame(cpp_app, mf
     canvas[:small.shape[0], big.shape[1] + 20:] = small
     frame = tmp_path / "mixed.png"
     cv2.imwrite(str(frame), canvas)
-    document = _cpp_json(cpp_app, mfn_package, [frame], retinaface_onnx, tmp_path, "--repeat", "2")
+    document = _cpp_json(cpp_app, mfn_package, [frame], retinaface_onnx, tmp_path, "--repeat", "2", "--branches", "all")
     used = {f["resolution"] for f in document["images"][0]["faces"]}
     assert len(document["images"][0]["faces"]) >= 10 and {28, 112} <= used, used
     runs = document["timing"]["graph_runs"]  # the frame ran 3 times: once untimed, twice timed
     assert runs == {"trunk": 3, **{f"branch_{r}": 3 if r in used else 0 for r in (28, 14, 7)}}
+    passes = document["timing"]["detect_pass_s"]  # this small frame gets both passes of the plan
+    assert passes.keys() == {"coarse", "enlarged"} and min(passes.values()) > 0, passes
+    # By default the fixture package's untrained branches are skipped: faces of their sizes go to the trunk.
+    document = _cpp_json(cpp_app, mfn_package, [frame], retinaface_onnx, tmp_path, "--repeat", "1")
+    assert {f["route"] for f in document["images"][0]["faces"]} == {"trunk", "upsample"}
+    assert document["timing"]["graph_runs"] == {"trunk": 2, "branch_28": 0, "branch_14": 0, "branch_7": 0}
 
 
 @pytest.mark.fixtures
@@ -226,9 +266,10 @@ def test_cpp_bad_inputs_give_one_line_errors(cpp_app, mfn_package, retinaface_on
         done = _run([cpp_app, *args])
         assert done.returncode == 1, done.stdout
         assert says in done.stderr, done.stderr
-        lines = done.stderr.splitlines()  # an unreadable input: "skipped ..." lines, then the one error line
+        lines = done.stderr.splitlines()  # "warning: ..." (untrained branches), "skipped ..." lines, one error line
         assert lines[-1].startswith("btnet-edge-run: error: ") and "terminate" not in done.stderr
-        assert all(line.startswith("btnet-edge-run: skipped ") for line in lines[:-1]), done.stderr
+        assert all(line.startswith(("btnet-edge-run: skipped ", "btnet-edge-run: warning: branches "))
+                   for line in lines[:-1]), done.stderr
 
     photo = SCENES / "two_people.jpg"
     det = ["--detector", retinaface_onnx]
@@ -252,6 +293,7 @@ def test_cpp_bad_inputs_give_one_line_errors(cpp_app, mfn_package, retinaface_on
     assert done.returncode == 1, done.stdout
     assert f"btnet-edge-run: skipped {not_image}: " in done.stderr and "cannot decode" in done.stderr, done.stderr
     assert done.stderr.splitlines()[-1].startswith("btnet-edge-run: error: 1 input(s) could not be read")
+    assert "warning: branches 7, 14, 28 px of " in done.stderr and "--branches all" in done.stderr
     written = json.loads(out.read_text())
     assert [e["path"] for e in written["errors"]] == [str(not_image)]
     assert [i["path"] for i in written["images"]] == [str(photo)] and len(written["images"][0]["faces"]) == 2
@@ -262,6 +304,10 @@ def test_cpp_bad_inputs_give_one_line_errors(cpp_app, mfn_package, retinaface_on
     fails(mfn_package, photo, *det, "--det-threshold", "high", says="--det-threshold takes a number")
     fails(mfn_package, photo, *det, "--rounding", "round", says="unknown rounding 'round'")
     fails(mfn_package, photo, *det, "--align", "eyes", says="align should be landmarks or box")
+    fails(mfn_package, photo, *det, "--branches", "some", says="use one of trained, all, none")
+    fails(mfn_package, photo, *det, "--det-size", "32", says="det_size=32 must be an int >= 64")
+    fails(mfn_package, photo, *det, "--det-upscale", "8", says="must be between 1 and 4")
+    fails(mfn_package, photo, *det, "--min-face", "-1", says="--min-face takes a size >= 0")
     import onnxruntime
 
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
@@ -285,10 +331,11 @@ def test_bench_cpp_reports_both_runtimes(cpp_app, mfn_package, mixed_frames, tmp
                  "--rounds", "1", "--threads", "1", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert [Path(r["frame"]).name for r in report["rows"]] == [f.name for f in frames]
+    # t1.jpg: the enlarged pass adds 2 small detections (12 and 29 px, scores ~0.78) to the 6 people; at 7 % only the 6
+    assert [row["faces"] for row in report["rows"]] == [8, 6]
     for row in report["rows"]:
-        assert row["faces"] == 6
         assert row["python_ms_per_frame"] > 0 and row["cpp_ms_per_frame"] > 0
-        assert row["cpp_ms_per_face"] == pytest.approx(row["cpp_ms_per_frame"] / 6)
+        assert row["cpp_ms_per_face"] == pytest.approx(row["cpp_ms_per_frame"] / row["faces"])
     assert report["stage_ms_per_frame"]["cpp"]["detect"] > 0
     assert main(["bench-cpp", str(mfn_package), str(frames[0]), "--app", str(tmp_path / "none")]) == 1
 

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <type_traits>
@@ -31,7 +32,13 @@ const char* kUsage =
     "                        bundled one), SCRFD or YuNet\n"
     "  --detector-kind K     retinaface, scrfd or yunet when the file name does not say\n"
     "  --det-threshold X     detection score threshold (default: the family's)\n"
-    "  --max-side N          cap on the long side of a frame for detection (px, default 1920)\n"
+    "  --det-size N          long side of the coarse pass for large faces (px, default 640)\n"
+    "  --min-face PX         smallest face to look for (px, default 10); 0 skips the enlarged small-face pass\n"
+    "  --det-upscale X       factor of the enlarged pass (default: from --min-face)\n"
+    "  --det-tile N          tile side of the enlarged pass (px, default 1920; 0: no tiles)\n"
+    "  --max-side N          no detection pass on an image longer than this (px, default 4800)\n"
+    "  --branches B          trained (default: faces whose branch is untrained are upsampled for the trunk),\n"
+    "                        all (every branch) or none (always upsample)\n"
     "  --gallery DB          gallery written by `btnet-edge enroll`, to identify against\n"
     "  --indicator I         max, avg or min (default: the package's)\n"
     "  --rounding R          floor, near or ceil (default: the package's)\n"
@@ -106,7 +113,18 @@ Args parse(int argc, char** argv) {
     } else if (flag == "--detector") args.detector = value();
     else if (flag == "--detector-kind") args.detector_kind = value();
     else if (flag == "--det-threshold") args.detector_options.score_threshold = to_number<float>(flag, value());
-    else if (flag == "--max-side") args.detector_options.max_side = to_number<int>(flag, value());
+    else if (flag == "--det-size") args.detector_options.plan.det_size = to_number<int>(flag, value());
+    else if (flag == "--min-face") {
+      const double px = to_number<double>(flag, value());
+      if (px < 0) throw ConfigError("--min-face takes a size >= 0 (px; 0 skips the enlarged pass), found " + std::to_string(px));
+      args.detector_options.plan.min_face_px = px > 0 ? std::optional<double>(px) : std::nullopt;
+    } else if (flag == "--det-upscale") args.detector_options.plan.upscale = to_number<double>(flag, value());
+    else if (flag == "--det-tile") {
+      const int tile = to_number<int>(flag, value());
+      if (tile < 0) throw ConfigError("--det-tile takes a tile side >= 0 (px; 0: no tiles), found " + std::to_string(tile));
+      args.detector_options.plan.tile = tile > 0 ? std::optional<int>(tile) : std::nullopt;
+    } else if (flag == "--max-side") args.detector_options.plan.max_side = to_number<int>(flag, value());
+    else if (flag == "--branches") args.recognizer_options.branches = value();
     else if (flag == "--gallery") args.gallery = value();
     else if (flag == "--indicator") args.recognizer_options.indicator = value();
     else if (flag == "--rounding") args.recognizer_options.rounding = value();
@@ -151,6 +169,13 @@ int run(int argc, char** argv) {
   btnet_edge::Recognizer recognizer(args.package,
                                     btnet_edge::create_detector(args.detector, args.detector_kind, args.detector_options),
                                     args.recognizer_options);
+  std::string untrained;
+  for (const auto& [r, route] : recognizer.routes())
+    if (route == "upsample") untrained += (untrained.empty() ? "" : ", ") + std::to_string(r);
+  if (!untrained.empty() && args.recognizer_options.branches == "trained")
+    std::cerr << "btnet-edge-run: warning: branches " << untrained << " px of " << recognizer.manifest().name
+              << " are not trained (or not known to be): faces of those sizes are upsampled for the trunk. Train "
+                 "them with btnet-edge train-branches, or pass --branches all to use them anyway\n";
   if (!args.gallery.empty())
     recognizer.set_gallery(std::make_shared<btnet_edge::Gallery>(
         args.gallery, btnet_edge::gallery_model_id(recognizer.manifest()), recognizer.manifest().embedding_size));
@@ -212,6 +237,8 @@ int run(int argc, char** argv) {
     const char* names[] = {"detect", "align", "branches", "trunk", "gallery"};
     for (int i = 0; i < 5; ++i) document["timing"]["stage_ms_per_frame"][names[i]] = 1e3 * stages[i] / std::max(timed_frames, 1);
     document["timing"]["graph_runs"] = recognizer.runs();  // since start, untimed runs included
+    for (const auto& [name, seconds] : recognizer.detector().pass_seconds)  // since start, untimed runs included
+      document["timing"]["detect_pass_s"][name] = seconds;
   }
   write_text(args.json, document.dump(2));
   if (!errors.empty())

@@ -172,6 +172,9 @@ Manifest manifest_from_json(const json& data) {
   m.weights = get_str(data, "weights", "");
   std::sort(m.branches.begin(), m.branches.end(),
             [](const BranchInfo& a, const BranchInfo& b) { return a.resolution > b.resolution; });
+  std::vector<int> branch_resolutions;
+  for (const BranchInfo& b : m.branches) branch_resolutions.push_back(b.resolution);
+  m.branch_training = branch_statuses(data, branch_resolutions, m.weights);
   return m;
 }
 

@@ -30,12 +30,15 @@ double round_to(double value, int digits) {
 std::vector<float> Face::normed_embedding() const { return l2_normalize(embedding); }
 
 nlohmann::json Face::to_json() const {
-  nlohmann::json box = nlohmann::json::array();
+  nlohmann::json box = nlohmann::json::array(), points = nlohmann::json::array();
   for (float v : bbox) box.push_back(round_to(v, 2));
+  for (int k = 0; k < 5; ++k) points.push_back({round_to(kps[2 * k], 2), round_to(kps[2 * k + 1], 2)});
   return {{"bbox", box},
+          {"kps", points},
           {"det_score", round_to(det_score, 4)},
           {"face_size", round_to(face_size, 2)},
           {"resolution", resolution},
+          {"route", route},
           {"identity", identity ? nlohmann::json(*identity) : nlohmann::json(nullptr)},
           {"score", identity_score ? nlohmann::json(round_to(*identity_score, 4)) : nlohmann::json(nullptr)}};
 }
@@ -52,6 +55,7 @@ Recognizer::Recognizer(const std::filesystem::path& package, std::unique_ptr<Fac
     throw ConfigError("align should be landmarks or box, found '" + options.align + "'");
   box_crop_ = options.align == "box";
   if (!detector_) throw ConfigError("Recognizer needs a face detector (create_detector)");
+  routes_ = btnet_edge::routes(package_.manifest.branch_training, options.branches);
   runner_ = std::make_unique<PackageRunner>(package_, options.session);
 }
 
@@ -71,8 +75,10 @@ std::vector<Face> Recognizer::get(const cv::Mat& frame) {
     Face face;
     face.bbox = det.bbox, face.kps = det.kps, face.det_score = det.score;
     face.face_size = static_cast<float>(size), face.resolution = r;
-    slots.emplace_back(r, groups[r].size());
-    groups[r].push_back(box_crop_ ? crop_box(frame, det.bbox, r) : align_face(frame, det.kps, r));
+    if (routes_.count(r)) face.route = routes_.at(r);
+    const int entry = face.route == "branch" ? r : kTrunkResolution;  // upsample: aligned at 112 from the frame
+    slots.emplace_back(entry, groups[entry].size());
+    groups[entry].push_back(box_crop_ ? crop_box(frame, det.bbox, entry) : align_face(frame, det.kps, entry));
     faces.push_back(face);
   }
   times.align += seconds_since(t);

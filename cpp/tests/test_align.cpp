@@ -45,11 +45,5 @@ int main() {
   CHECK_NEAR(x[0], (30.0f - 1) / 2, 1e-6f);
   CHECK_NEAR(x[2], (10.0f - 3) / 2, 1e-6f);
 
-  // Detection scale: shrink above max_side, enlarge (at most 4x) below min_side, else 1.
-  DetectorOptions options;
-  CHECK_NEAR(detection_scale(3840, 2160, options), 0.5, 1e-12);
-  CHECK_NEAR(detection_scale(320, 240, options), 2.0, 1e-12);
-  CHECK_NEAR(detection_scale(100, 80, options), 4.0, 1e-12);
-  CHECK_NEAR(detection_scale(1280, 720, options), 1.0, 1e-12);
   return TEST_MAIN_RETURN;
 }

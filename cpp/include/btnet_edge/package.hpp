@@ -11,6 +11,8 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "btnet_edge/branch_status.hpp"
+
 namespace btnet_edge {
 
 inline constexpr int kSchemaVersion = 1;
@@ -65,6 +67,7 @@ struct Manifest {
   std::vector<FusedInfo> fused;
   DispatchPolicy dispatch;
   std::map<std::string, std::string> files;  // file name -> sha256
+  std::vector<BranchStatus> branch_training;  // per branch, largest first (branch_status.hpp)
 
   std::vector<int> resolutions() const;  // 112 then the branches', largest first
   const BranchInfo& branch(int resolution) const;

@@ -26,6 +26,7 @@ struct RecognizerOptions {
   SessionOptions session;           // device and threads for the package's graphs
   std::string indicator, rounding;  // empty: the manifest's dispatch policy
   std::string align = "landmarks";  // or "box": a square box crop for unreliable landmarks
+  std::string branches = "trained";  // trained: faces of untrained branches are upsampled for the trunk; all; none
 };
 
 struct StageTimes {  // seconds per stage since construction: what the benchmark reports
@@ -44,7 +45,10 @@ class Recognizer {
   void set_gallery(std::shared_ptr<const Gallery> gallery) { gallery_ = std::move(gallery); }
   const Manifest& manifest() const { return package_.manifest; }
   const DispatchPolicy& dispatch() const { return dispatch_; }
+  // Branch resolution -> "branch" or "upsample" under the branches policy.
+  const std::map<int, std::string>& routes() const { return routes_; }
   std::map<std::string, int64_t> runs() const { return runner_->runs(); }
+  const FaceDetector& detector() const { return *detector_; }
   StageTimes times;
 
  private:
@@ -53,6 +57,7 @@ class Recognizer {
   ModelPackage package_;
   DispatchPolicy dispatch_;
   bool box_crop_ = false;
+  std::map<int, std::string> routes_;
   std::unique_ptr<PackageRunner> runner_;
   std::unique_ptr<FaceDetector> detector_;
   std::shared_ptr<const Gallery> gallery_;
