@@ -164,20 +164,21 @@ class Tracker:
     def _associate(self, faces: list[Face]) -> list[tuple[int, Track]]:
         """Greedy pairing of faces with live tracks, best score first, within the motion and size gates."""
         scored = []
+        aggregates = [t.aggregate() if self.use_embeddings else None for t in self.tracks]
+        predicted = [t.predicted_centre() for t in self.tracks]
         for fi, face in enumerate(faces):
             box = np.asarray(face.bbox, np.float32)
             size = max(float(face.face_size), 1.0)
             centre = _centre(box)
             for ti, track in enumerate(self.tracks):
                 reach = max(size, track.size, 1.0)
-                jump = float(np.linalg.norm(centre - track.predicted_centre())) / reach
+                jump = float(np.linalg.norm(centre - predicted[ti])) / reach
                 ratio = max(size, track.size) / max(min(size, track.size), 1.0)
                 if jump > self.max_jump or ratio > self.max_size_ratio:
                     continue
                 score = _iou(box, track.bbox) - jump / self.max_jump
-                agg = track.aggregate() if self.use_embeddings else None
-                if agg is not None and face.embedding is not None:
-                    score += float(face.normed_embedding @ agg)
+                if aggregates[ti] is not None and face.embedding is not None:
+                    score += float(face.normed_embedding @ aggregates[ti])
                 scored.append((score, fi, ti))
         pairs, used_faces, used_tracks = [], set(), set()
         for _score, fi, ti in sorted(scored, key=lambda s: -s[0]):
