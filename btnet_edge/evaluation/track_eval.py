@@ -77,30 +77,40 @@ def evaluate_tracking(recognizer, people_dir: str | Path, frames: int = 80, seed
             tracker = Tracker(recognizer, **(tracker_options or {}))
             walkers = plan_walkers(faces, frames, seed)
             counts: dict = {mode: defaultdict(lambda: defaultdict(int)) for mode in MODES}
+            small: dict = {mode: defaultdict(lambda: defaultdict(int)) for mode in MODES}
+            direction = {w.name: "away" if w.sizes_px[0] > w.sizes_px[-1] else "approaching" for w in walkers}
             tracks: dict[str, set[int]] = defaultdict(set)
             for frame in tqdm(walking_clip(walkers, seed), total=frames, unit="frame", desc="clip",
                               disable=not progress):
                 found = tracker.get(frame.image)
                 if on_frame is not None:
                     on_frame(frame, found)
-                _score_frame(frame.boxes, found, counts, tracks)
+                _score_frame(frame.boxes, found, counts, tracks, small, direction)
         finally:
             recognizer.gallery = None
             gallery.close()
-    return {"buckets": _rows(counts), "track_ids_per_person": {n: len(tracks[n]) for n in sorted(faces)},
+    small_rows = {mode: {d: {"faces": c["faces"], "right": c["right"], "wrong": c["wrong"],
+                             "right_share": round(c["right"] / c["faces"], 4) if c["faces"] else None}
+                         for d, c in sorted(small[mode].items())} for mode in MODES}
+    return {"buckets": _rows(counts), "under_24px_by_direction": small_rows, "track_ids_per_person": {n: len(tracks[n]) for n in sorted(faces)},
             "people": sorted(faces), "frames": frames, "seed": seed,
             "tracker_ms_per_frame": round(tracker.seconds * 1e3 / max(tracker.frames, 1), 3)}
 
 
-def _score_frame(truth: dict[str, np.ndarray], found: list, counts: dict, tracks: dict[str, set[int]]) -> None:
+def _score_frame(truth: dict[str, np.ndarray], found: list, counts: dict, tracks: dict[str, set[int]], small: dict,
+                 direction: dict[str, str]) -> None:
+    """Count each person's face of this frame: found or not, and right, wrong or unknown per mode."""
     used: set[int] = set()
     for name, box in truth.items():
         size = float(max(box[2] - box[0], box[3] - box[1]))
         bucket = _bucket(size)
         ious = [(_iou(box, np.asarray(f.bbox)), i) for i, f in enumerate(found) if i not in used]
         best = max(ious, default=(0.0, -1))
+        tiny = size < 24
         for mode in MODES:
             counts[mode][bucket]["faces"] += 1
+            if tiny:
+                small[mode][direction[name]]["faces"] += 1
         if best[0] < MATCH_IOU:
             continue
         used.add(best[1])
@@ -109,7 +119,10 @@ def _score_frame(truth: dict[str, np.ndarray], found: list, counts: dict, tracks
         for mode, said in (("per_frame", face.identity), ("track", face.track_identity)):
             row = counts[mode][bucket]
             row["detected"] += 1
-            row["right" if said == name else "unknown" if said is None else "wrong"] += 1
+            outcome = "right" if said == name else "unknown" if said is None else "wrong"
+            row[outcome] += 1
+            if tiny:
+                small[mode][direction[name]][outcome] += 1
 
 
 def _rows(counts: dict) -> list[dict]:
@@ -137,6 +150,10 @@ def format_table(result: dict) -> str:
         own, track = by[("per_frame", bucket)], by[("track", bucket)]
         lines.append(f"{bucket:>8} {own['faces']:>6} {own['detected']:>6} | {own['right_share']:>15.1%} "
                      f"{own['wrong']:>5} | {track['right_share']:>11.1%} {track['wrong']:>5}")
+    for d, own in result["under_24px_by_direction"]["per_frame"].items():
+        track = result["under_24px_by_direction"]["track"][d]
+        lines.append(f"faces under 24 px, {d}: {own['faces']}, right per frame {own['right_share']:.1%}, "
+                     f"per track {track['right_share']:.1%}")
     ids = ", ".join(f"{name} {n}" for name, n in result["track_ids_per_person"].items())
     lines.append(f"track ids per person: {ids}; tracker {result['tracker_ms_per_frame']} ms/frame")
     return "\n".join(lines)
