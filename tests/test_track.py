@@ -107,6 +107,20 @@ def test_a_track_whose_frames_disagree_is_not_forced_to_a_name(people):
     assert out.track_id == 1 and out.track_identity is None
 
 
+@pytest.mark.parametrize("min_agreeing, expected", [(2, "bob"), (3, None)])
+def test_frames_that_agree_name_a_track_whose_aggregate_is_below_threshold(people, min_agreeing, expected):
+    gallery, vectors, rng = people
+    tracker = Tracker(gallery=gallery, min_agreeing=min_agreeing)
+    blur = _noisy(vectors["bob"], rng, 0.1)  # tiny faces share one bias: their mean stays far from bob
+    for step in range(6):
+        out = tracker.update([_face(gallery, (100.0 + step, 100.0), 64.0, blur)])[0]
+    assert out.identity is None and out.track_identity is None
+    for step in range(2):  # two frames matched on their own, nothing against
+        out = tracker.update([_face(gallery, (106.0 + step, 100.0), 64.0, _noisy(vectors["bob"], rng, 0.4))])[0]
+    assert out.identity == "bob" and out.track_score < gallery.default_threshold
+    assert out.track_identity == expected
+
+
 def test_without_aggregation_the_track_reports_the_frames_own_match(people):
     gallery, vectors, rng = people
     tracker = Tracker(gallery=gallery, aggregate=False)

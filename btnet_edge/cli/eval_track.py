@@ -21,6 +21,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the clip (default 0)")
     p.add_argument("--no-embeddings", action="store_true",
                    help="associate by position and size only (to compare with the default, which adds embeddings)")
+    p.add_argument("--keep-best", type=positive_int, default=8,
+                   help="observations in a track's aggregate: the heaviest N (default 8; a large N averages all)")
     p.add_argument("--save-clip", type=Path, help="also write the clip as an MP4 video here (a new file)")
     p.add_argument("--json", type=Path, help="write the report as JSON here ('-' for stdout)")
     p.add_argument("--plot", type=Path, help="write a PNG of right names per size bucket, per frame vs track")
@@ -45,11 +47,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         with recognizer_from_args(args) as recognizer:
             result = evaluate_tracking(recognizer, args.people, args.frames, args.seed,
-                                       {"use_embeddings": not args.no_embeddings}, progress=not args.quiet,
+                                       {"use_embeddings": not args.no_embeddings, "keep_best": args.keep_best}, progress=not args.quiet,
                                        on_frame=None if writer is None else lambda frame, _faces: writer.write(
                                            frame.image))
             env = environment(recognizer, people=str(args.people), frames=args.frames, seed=args.seed,
-                              associate_with_embeddings=not args.no_embeddings)
+                              associate_with_embeddings=not args.no_embeddings, keep_best=args.keep_best)
     finally:
         if writer is not None:
             writer.close()

@@ -13,9 +13,13 @@ prediction and its size is within ``max_size_ratio``; among candidates the pairi
 greedy on a score of overlap, closeness and embedding similarity. A track survives
 ``max_missed`` frames without a detection.
 
-Identity: each observation weighs ``det_score * min(1, size / FULL_WEIGHT_PX) ** 2``, so a
-name established while the face was large carries on when it is small; the track's
-aggregate (weighted mean of normalised embeddings) is matched against the gallery. A
+Identity: each observation weighs ``det_score * min(1, size / FULL_WEIGHT_PX) ** 2``; the
+track's aggregate is the weighted mean of the normalised embeddings of its ``keep_best``
+heaviest observations, matched against the gallery. So a name established while the face
+was large carries on when it is small, and a person approaching is judged on their best
+frames so far, not diluted by the many tiny ones before (measured: docs/design.md). An
+aggregate below the gallery's threshold still names the track when at least
+``min_agreeing`` frames were confidently matched, all to the aggregate's best identity. A
 track is not forced to a name when the top two identities are closer than
 ``min_margin`` or when the frames' own confident names disagree (another name holds
 more than ``max_conflict`` of the weighted votes).
@@ -23,6 +27,7 @@ more than ``max_conflict`` of the weighted votes).
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field, replace
@@ -33,7 +38,8 @@ import numpy as np
 from .face import Face
 
 FULL_WEIGHT_PX = 64.0  # faces this big or bigger count fully in a track's aggregate
-MAX_OBSERVATIONS = 256  # per track, the most recent kept for inspection (the aggregate uses all)
+KEEP_BEST = 8  # observations in a track's aggregate: the heaviest so far
+MAX_OBSERVATIONS = 256  # per track, the most recent kept for inspection (the aggregate keeps its own)
 
 
 @dataclass(frozen=True)
@@ -58,9 +64,9 @@ class Track:
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2, np.float32))
     missed: int = 0
     hits: int = 0
-    embedding_sum: np.ndarray | None = None
-    weight_sum: float = 0.0
-    votes: dict = field(default_factory=lambda: defaultdict(float))
+    best: list = field(default_factory=list)  # min-heap of (weight, sequence, normalised embedding)
+    votes: dict = field(default_factory=lambda: defaultdict(float))  # weighted, per name matched by a frame
+    named_frames: dict = field(default_factory=lambda: defaultdict(int))
     observations: deque = field(default_factory=lambda: deque(maxlen=MAX_OBSERVATIONS))
     identity: str | None = None
     identity_score: float | None = None
@@ -73,10 +79,11 @@ class Track:
         return _centre(self.bbox) + self.velocity * (self.missed + 1)
 
     def aggregate(self) -> np.ndarray | None:
-        """Unit-length weighted mean of the track's normalised embeddings (None before any embedding)."""
-        if self.embedding_sum is None or self.weight_sum <= 0:
+        """Unit-length weighted mean of the heaviest observations' embeddings (None before any embedding)."""
+        if not self.best:
             return None
-        return self.embedding_sum / max(float(np.linalg.norm(self.embedding_sum)), 1e-12)
+        total = sum(weight * embedding for weight, _, embedding in self.best)
+        return total / max(float(np.linalg.norm(total)), 1e-12)
 
 
 def observation_weight(face: Face) -> float:
@@ -107,12 +114,13 @@ class Tracker:
 
     def __init__(self, recognizer=None, *, gallery=None, max_missed: int = 3, max_jump: float = 2.5,
                  max_size_ratio: float = 1.6, min_margin: float = 0.05, max_conflict: float = 0.25,
-                 use_embeddings: bool = True, aggregate: bool = True) -> None:
+                 use_embeddings: bool = True, aggregate: bool = True, keep_best: int = KEEP_BEST,
+                 min_agreeing: int = 2) -> None:
         self.recognizer = recognizer
         self.gallery = gallery if gallery is not None else getattr(recognizer, "gallery", None)
         self.max_missed, self.max_jump, self.max_size_ratio = max_missed, max_jump, max_size_ratio
-        self.min_margin, self.max_conflict = min_margin, max_conflict
-        self.use_embeddings, self.aggregate = use_embeddings, aggregate
+        self.min_margin, self.max_conflict, self.min_agreeing = min_margin, max_conflict, min_agreeing
+        self.use_embeddings, self.aggregate, self.keep_best = use_embeddings, aggregate, max(1, keep_best)
         self.tracks: list[Track] = []
         self.frames = 0
         self.next_id = 1
@@ -199,11 +207,14 @@ class Tracker:
         track.hits += 1
         weight = observation_weight(face)
         if face.embedding is not None and weight > 0:
-            contribution = face.normed_embedding * weight
-            track.embedding_sum = contribution if track.embedding_sum is None else track.embedding_sum + contribution
-            track.weight_sum += weight
+            item = (weight, track.hits, face.normed_embedding)
+            if len(track.best) < self.keep_best:
+                heapq.heappush(track.best, item)
+            elif weight > track.best[0][0]:
+                heapq.heapreplace(track.best, item)
         if face.identity is not None:
             track.votes[face.identity] += weight
+            track.named_frames[face.identity] += 1
         track.observations.append(Observation(self.frames, float(face.face_size), float(face.det_score), face.route,
                                               int(face.resolution), weight, face.identity))
 
@@ -221,7 +232,8 @@ class Tracker:
             best = matches[0]
             track.identity_score = best.score
             second = matches[1].score if len(matches) > 1 else -1.0
-            if best.score < threshold or best.score - second < self.min_margin:
+            agreeing = set(track.named_frames) == {best.name} and track.named_frames[best.name] >= self.min_agreeing
+            if (best.score < threshold and not agreeing) or best.score - second < self.min_margin:
                 continue
             total = sum(track.votes.values())
             others = total - track.votes.get(best.name, 0.0)
