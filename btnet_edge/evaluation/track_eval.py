@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import InputImageError
 from ..pipeline.enrollment import collect_identity, people_folders, write_identity
+from ..pipeline.detectors._nms import box_iou
 from ..pipeline.gallery import Gallery
 from ..pipeline.track import Tracker
 from .synth_frames import collect_source_faces
@@ -35,15 +36,6 @@ def _bucket(size: float) -> str:
         if low <= size < high:
             return f"{low}-{high}" if high < 1000 else f"{low}+"
     return "other"
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = float(w * h)
-    return inter / float((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def split_people(people_dir: str | Path, detector) -> tuple[dict, dict[str, list[Path]]]:
@@ -104,8 +96,8 @@ def _score_frame(truth: dict[str, np.ndarray], found: list, counts: dict, tracks
     for name, box in truth.items():
         size = float(max(box[2] - box[0], box[3] - box[1]))
         bucket = _bucket(size)
-        ious = [(_iou(box, np.asarray(f.bbox)), i) for i, f in enumerate(found) if i not in used]
-        best = max(ious, default=(0.0, -1))
+        overlaps = box_iou(box, np.array([f.bbox for f in found], np.float32).reshape(-1, 4))
+        best = max(((float(overlaps[i]), i) for i in range(len(found)) if i not in used), default=(0.0, -1))
         tiny = size < 24
         for mode in MODES:
             counts[mode][bucket]["faces"] += 1

@@ -35,6 +35,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .detectors._nms import box_iou
 from .face import Face
 
 FULL_WEIGHT_PX = 64.0  # faces this big or bigger count fully in a track's aggregate
@@ -93,15 +94,6 @@ def observation_weight(face: Face) -> float:
 
 def _centre(box: np.ndarray) -> np.ndarray:
     return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2], np.float32)
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = float(w * h)
-    return inter / float((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 class Tracker:
@@ -174,17 +166,19 @@ class Tracker:
         scored = []
         aggregates = [t.aggregate() if self.use_embeddings else None for t in self.tracks]
         predicted = [t.predicted_centre() for t in self.tracks]
+        boxes = np.stack([t.bbox for t in self.tracks]) if self.tracks else np.zeros((0, 4), np.float32)
         for fi, face in enumerate(faces):
             box = np.asarray(face.bbox, np.float32)
             size = max(float(face.face_size), 1.0)
             centre = _centre(box)
+            overlaps = box_iou(box, boxes)
             for ti, track in enumerate(self.tracks):
                 reach = max(size, track.size, 1.0)
                 jump = float(np.linalg.norm(centre - predicted[ti])) / reach
                 ratio = max(size, track.size) / max(min(size, track.size), 1.0)
                 if jump > self.max_jump or ratio > self.max_size_ratio:
                     continue
-                score = _iou(box, track.bbox) - jump / self.max_jump
+                score = float(overlaps[ti]) - jump / self.max_jump
                 if aggregates[ti] is not None and face.embedding is not None:
                     score += float(face.normed_embedding @ aggregates[ti])
                 scored.append((score, fi, ti))
