@@ -184,7 +184,7 @@ def test_run_prints_a_summary_without_json_and_refuses_bad_jsonl_targets(tiny_pa
 @needs_fixtures(IMAGES / "people")
 def test_eval_track_names_nobody_wrongly_and_keeps_one_track_per_person(mfn_package, tmp_path, capsys):
     out = tmp_path / "track.json"
-    assert main(["eval-track", str(mfn_package), "--people", str(IMAGES / "people"), "--frames", "6", "--json",
+    assert main(["eval-track", str(mfn_package), "--people", str(IMAGES / "people"), "--frames", "10", "--json",
                  str(out), "--quiet"]) == 0
     result = json.loads(out.read_text())
     assert set(result["people"]) == {"obama", "biden", "kit_harington", "rose_leslie", "alex_lacamoire"}
