@@ -86,6 +86,15 @@ def test_tracks_survive_missed_frames_and_end_after_max_missed(people):
     assert tracker.update([face(130.0)])[0].track_id != first
 
 
+@pytest.mark.parametrize("frame_step, tracks", [(1, 4), (2, 1)])
+def test_a_stride_widens_the_motion_gate(people, frame_step, tracks):
+    gallery, vectors, rng = people
+    tracker = Tracker(gallery=gallery, frame_step=frame_step)
+    ids = {tracker.update([_face(gallery, (100.0 + 40.0 * step, 100.0), 10.0, _noisy(vectors["ann"], rng, 0.2))])[0]
+           .track_id for step in range(4)}  # 4 box widths per update: what a stride of 2 makes of 2 per frame
+    assert len(ids) == tracks
+
+
 def test_two_people_keep_their_own_tracks_and_names(people):
     gallery, vectors, rng = people
     tracker = Tracker(gallery=gallery)

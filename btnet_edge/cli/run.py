@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
                 for frame in iter_frames([item], args.max_frames, args.stride):
                     faces = recognizer.get(frame.image)
                     if frame.index is not None and not args.no_track:
-                        tracker = tracker or Tracker(recognizer)
+                        tracker = tracker or Tracker(recognizer, frame_step=args.stride)
                         faces = tracker.update(faces)
                     entry = {"path": frame.source, "faces": [f.to_json() for f in faces]}
                     if frame.index is not None:

@@ -102,15 +102,18 @@ class Tracker:
     ``recognizer``: a :class:`~btnet_edge.pipeline.recognizer.Recognizer` for :meth:`get`; its
     gallery is used unless ``gallery`` is given. Without a gallery, tracks get ids but no names.
     ``aggregate=False`` makes the track's identity the latest frame's own (for comparison).
+    ``frame_step``: source frames per update (`run --stride`): motion between updates, and so
+    the ``max_jump`` and ``max_size_ratio`` gates, grow with it.
     """
 
     def __init__(self, recognizer=None, *, gallery=None, max_missed: int = 3, max_jump: float = 2.5,
                  max_size_ratio: float = 1.6, min_margin: float = 0.05, max_conflict: float = 0.25,
                  use_embeddings: bool = True, aggregate: bool = True, keep_best: int = KEEP_BEST,
-                 min_agreeing: int = 2) -> None:
+                 min_agreeing: int = 2, frame_step: int = 1) -> None:
         self.recognizer = recognizer
         self.gallery = gallery if gallery is not None else getattr(recognizer, "gallery", None)
-        self.max_missed, self.max_jump, self.max_size_ratio = max_missed, max_jump, max_size_ratio
+        step = max(1, frame_step)
+        self.max_missed, self.max_jump, self.max_size_ratio = max_missed, max_jump * step, max_size_ratio ** step
         self.min_margin, self.max_conflict, self.min_agreeing = min_margin, max_conflict, min_agreeing
         self.use_embeddings, self.aggregate, self.keep_best = use_embeddings, aggregate, max(1, keep_best)
         self.tracks: list[Track] = []
