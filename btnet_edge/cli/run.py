@@ -120,7 +120,6 @@ def run(args: argparse.Namespace) -> int:
                 gallery.close()
             if lines is not None:
                 lines.close()
-            document["summary"] = summary.to_json()
             write_json(document, args.json)
             to_stdout = "-" in (str(args.json), str(args.jsonl))
             print(summary.format(), file=sys.stderr if to_stdout else sys.stdout, flush=True)
