@@ -32,12 +32,14 @@ MIXED_RESOLUTIONS = (112, 28, 14, 7)
 
 
 def stage_report(source: str, kind: str, times: StageTimes, faces: Counter,
-                 pass_seconds: dict[str, float] | None = None, routes: Counter | None = None) -> dict:
+                 pass_seconds: dict[str, float] | None = None, routes: Counter | None = None,
+                 track_s: float | None = None) -> dict:
     """One ``frames`` entry: ms per frame per stage, fps, and the shares outside model runs.
 
     ``share_outside_models`` counts detection, branches and trunk as model runs (the detector's
     resize and NMS fall inside its stage); ``share_outside_branches_trunk`` counts only the
-    recognition graphs, so it also holds the detector.
+    recognition graphs, so it also holds the detector. ``track_ms_per_frame``: the Tracker's
+    time on a video's faces (association and track identities), outside ``total``.
     """
     frames = max(times.frames, 1)
     total = times.total or float("nan")
@@ -53,6 +55,7 @@ def stage_report(source: str, kind: str, times: StageTimes, faces: Counter,
         "share_outside_models": round(1.0 - (times.detect + times.branches + times.trunk) / total, 4),
         "share_outside_branches_trunk": round(1.0 - (times.branches + times.trunk) / total, 4),
         "fps": round(times.frames / total, 3),
+        "track_ms_per_frame": None if track_s is None else round(track_s * 1e3 / frames, 3),
     }
 
 
@@ -65,8 +68,11 @@ def bench_frames(recognizer: Recognizer, inputs: Sequence[str], repeats: int = 5
                  progress: bool = True) -> list[dict]:
     """One entry per image or video (plus "all" when there are several), after one untimed warm-up frame each.
 
-    An image is recognized ``repeats`` times; a video's frames (up to ``max_frames``) once each.
+    An image is recognized ``repeats`` times; a video's frames (up to ``max_frames``) once each, and
+    their faces go through a Tracker, as `run` does, whose time is reported apart.
     """
+    from ..pipeline.track import Tracker
+
     from tqdm.auto import tqdm
 
     entries, overall, faces_all, passes_all, routes_all = [], StageTimes(), Counter(), Counter(), Counter()
@@ -84,11 +90,15 @@ def bench_frames(recognizer: Recognizer, inputs: Sequence[str], repeats: int = 5
         frames = iter_frames([source], max_frames) if is_video else (first for _ in range(repeats))
         faces: Counter = Counter()
         routes: Counter = Counter()
+        tracker = Tracker(recognizer) if is_video else None
         for frame in frames:
             found = recognizer.get(frame.image)
+            if tracker is not None:
+                tracker.update(found)
             faces.update(face.resolution for face in found)
             routes.update(face.route for face in found)
-        entries.append(stage_report(source, "video" if is_video else "image", recognizer.times, faces, passes, routes))
+        entries.append(stage_report(source, "video" if is_video else "image", recognizer.times, faces, passes, routes,
+                                    None if tracker is None else tracker.seconds))
         _add(overall, recognizer.times)
         faces_all.update(faces)
         passes_all.update(passes)

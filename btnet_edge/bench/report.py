@@ -49,6 +49,11 @@ def format_frames(entries: Sequence[dict]) -> str:
             rows = [(Path(e["source"]).name, *(f"{e['detect_ms_per_pass'].get(p, 0.0):.1f}" for p in passes))
                     for e in staged]
             out.append(_table(("detection passes, ms per frame", *passes), rows))
+        tracked = [e for e in staged if e.get("track_ms_per_frame") is not None]
+        if tracked:
+            rows = [(Path(e["source"]).name, f"{e['track_ms_per_frame']:.3f}",
+                     f"{e['track_ms_per_frame'] / max(e['ms_per_frame']['total'], 1e-9):.2%}") for e in tracked]
+            out.append(_table(("video", "tracking ms per frame", "of recognition"), rows))
     for e in entries:
         if e["kind"] == "mixed":
             faces = ", ".join(f"{n} x {r} px" for r, n in e["faces_by_resolution"].items())

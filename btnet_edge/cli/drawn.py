@@ -18,7 +18,40 @@ from ..errors import OutputError
 from ..pipeline.sources import IMAGE_SUFFIXES
 from ..safe_io import atomic_path, refuse_folder_of_inputs, unique_path
 
-VIDEO_FPS = 25.0
+VIDEO_FPS = 25.0  # when the source does not say its frame rate
+
+
+class ClipWriter:
+    """An MP4 written under a temp name beside ``target`` and renamed into place when closed.
+
+    ``target`` must not exist unless ``force``; the writer opens on the first frame (its size).
+    """
+
+    def __init__(self, target: Path, fps: float | None = None, force: bool = False) -> None:
+        if target.is_dir() or (target.exists() and not force):
+            raise OutputError(f"{target} exists; choose a new file name for the video")
+        self.target, self.fps = target, fps or VIDEO_FPS
+        self.temp = target.with_name(f".{target.name}.tmp.mp4")
+        self.writer: cv2.VideoWriter | None = None
+
+    def write(self, image: np.ndarray) -> None:
+        if self.writer is None:
+            h, w = image.shape[:2]
+            self.writer = cv2.VideoWriter(str(self.temp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+            if not self.writer.isOpened():
+                raise OutputError(f"cannot write video {self.target}: OpenCV has no mp4v writer here or the folder "
+                                  "is not writable")
+        self.writer.write(image)
+
+    def close(self) -> bool:
+        """Rename the finished video into place; False (temp removed) when the writer produced nothing."""
+        if self.writer is not None:
+            self.writer.release()
+        if self.temp.is_file() and self.temp.stat().st_size > 0:
+            os.replace(self.temp, self.target)
+            return True
+        self.temp.unlink(missing_ok=True)
+        return False
 
 
 class DrawnOutputs:
@@ -35,7 +68,7 @@ class DrawnOutputs:
         self.folder, self.force = folder, force
         self._names: dict[str, Path] = {}
         self._taken: set[Path] = set()
-        self._videos: dict[str, tuple[cv2.VideoWriter, Path, Path]] = {}
+        self._videos: dict[str, ClipWriter] = {}
         self.written: list[Path] = []
 
     def _target(self, source: str, video: bool) -> Path:
@@ -49,7 +82,8 @@ class DrawnOutputs:
             self._names[source] = target
         return self._names[source]
 
-    def write(self, source: str, frame_index: int | None, drawn: np.ndarray) -> None:
+    def write(self, source: str, frame_index: int | None, drawn: np.ndarray, fps: float | None = None) -> None:
+        """One annotated image, or the next frame of a video (at ``fps``: the source's rate over the stride)."""
         target = self._target(source, frame_index is not None)
         if frame_index is None:
             with atomic_path(target, "drawn image") as temp:
@@ -59,26 +93,17 @@ class DrawnOutputs:
             self.written.append(target)
             return
         if source not in self._videos:
-            temp = target.with_name(f".{target.name}.tmp.mp4")
-            h, w = drawn.shape[:2]
-            writer = cv2.VideoWriter(str(temp), cv2.VideoWriter_fourcc(*"mp4v"), VIDEO_FPS, (w, h))
-            if not writer.isOpened():
-                raise OutputError(f"cannot write drawn video {target}: OpenCV has no mp4v writer here or the folder "
-                                  "is not writable")
-            self._videos[source] = (writer, temp, target)
-        self._videos[source][0].write(drawn)
+            self._videos[source] = ClipWriter(target, fps, force=True)  # _target refused an old file without --force
+        self._videos[source].write(drawn)
 
     def close(self) -> None:
         """Finish every video: rename it into place if the writer produced a file."""
         failed = []
-        for writer, temp, target in self._videos.values():
-            writer.release()
-            if temp.is_file() and temp.stat().st_size > 0:
-                os.replace(temp, target)
-                self.written.append(target)
+        for clip in self._videos.values():
+            if clip.close():
+                self.written.append(clip.target)
             else:
-                temp.unlink(missing_ok=True)
-                failed.append(str(target))
+                failed.append(str(clip.target))
         self._videos.clear()
         if failed:
             raise OutputError(f"cannot write drawn video {', '.join(failed)}: the writer produced no data (full "

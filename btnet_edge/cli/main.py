@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "eval-pairs": "eval_pairs",
     "eval-ident": "eval_ident",
     "eval-detect": "eval_detect",
+    "eval-track": "eval_track",
     "train-branches": "train_branches",
     "bench": "bench",
     "serve": "serve",

@@ -74,3 +74,25 @@ def _draw(axes, curve: dict, label: str, colour: str, style: str) -> float:
     keep = far > 0
     axes.plot(far[keep], tar[keep], color=colour, linestyle=style, label=label)
     return float(far[keep].min()) if keep.any() else 1.0
+
+
+def plot_track_buckets(result: dict, out: str | Path) -> Path:
+    """eval-track's share of right names per face-size bucket: each frame's own match against the track's."""
+    require("matplotlib", extra="plot")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.0, 3.8), dpi=110)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot(1, 1, 1)
+    buckets = list(dict.fromkeys(row["size_px"] for row in result["buckets"]))
+    x = np.arange(len(buckets))
+    for offset, (mode, label) in zip((-0.2, 0.2), (("per_frame", "per frame"), ("track", "track aggregate"))):
+        shares = {row["size_px"]: row["right_share"] or 0.0 for row in result["buckets"] if row["mode"] == mode}
+        axes.bar(x + offset, [shares.get(b, 0.0) for b in buckets], width=0.4, label=label)
+    axes.set_xticks(x, [f"{b} px" for b in buckets])
+    axes.set_ylim(0, 1)
+    axes.set_ylabel("share of faces with the right name")
+    axes.set_title(f"synthetic walking clip, {result['frames']} frames")
+    axes.legend()
+    return save_figure(figure, out, "track plot")

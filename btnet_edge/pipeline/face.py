@@ -19,6 +19,8 @@ class Face(InsightfaceAccess):
     ``identity`` and ``identity_score`` are set when a gallery is attached. ``route``: how the
     face was embedded: "branch" (its resolution's branch), "upsample" (aligned at 112 for the
     trunk because that branch is untrained, see ``Recognizer(branches=...)``) or "trunk" (112 px).
+    The ``track_*`` and ``candidate*`` fields are set by a :class:`~btnet_edge.pipeline.track.Tracker`
+    (video and camera input): the track's id and identity, and the best gallery match whatever its score.
     Reads like insightface's dict work too (``face["embedding"]``, ``face.get(...)``, ``"kps" in face``).
     """
 
@@ -31,6 +33,11 @@ class Face(InsightfaceAccess):
     identity: str | None = None
     identity_score: float | None = None
     route: str = "branch"
+    track_id: int | None = None
+    track_identity: str | None = None
+    track_score: float | None = None
+    candidate: str | None = None
+    candidate_score: float | None = None
 
     @property
     def normed_embedding(self) -> np.ndarray | None:
@@ -43,7 +50,8 @@ class Face(InsightfaceAccess):
         return None if self.embedding is None else float(np.linalg.norm(self.embedding))
 
     def to_json(self) -> dict:
-        return {
+        """Still images keep the original keys; tracked faces (video, camera) add the track's and the candidate's."""
+        out = {
             "bbox": [round(float(v), 2) for v in self.bbox],
             "kps": [[round(float(x), 2), round(float(y), 2)] for x, y in np.asarray(self.kps).reshape(-1, 2)],
             "det_score": round(float(self.det_score), 4),
@@ -51,5 +59,14 @@ class Face(InsightfaceAccess):
             "resolution": int(self.resolution),
             "route": self.route,
             "identity": self.identity,
-            "score": None if self.identity_score is None else round(float(self.identity_score), 4),
+            "score": _rounded(self.identity_score),
         }
+        if self.track_id is not None:
+            out.update({"track_id": int(self.track_id), "track_identity": self.track_identity,
+                        "track_score": _rounded(self.track_score), "candidate": self.candidate,
+                        "candidate_score": _rounded(self.candidate_score)})
+        return out
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 4)

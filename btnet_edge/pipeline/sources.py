@@ -21,11 +21,15 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 
 @dataclass(frozen=True)
 class Frame:
-    """One frame and where it came from (``index`` is the frame number in a video or camera, else None)."""
+    """One frame and where it came from (``index`` is the frame number in a video or camera, else None).
+
+    ``fps``: the rate of the frames yielded (the source's divided by the stride), when the source says.
+    """
 
     source: str
     index: int | None
     image: np.ndarray
+    fps: float | None = None
 
 
 def expand_inputs(inputs: Sequence[str]) -> list[str]:
@@ -79,6 +83,8 @@ def _video(name: str, capture: cv2.VideoCapture, max_frames: int | None, stride:
     if not capture.isOpened():
         raise InputImageError(f"cannot open video or camera {name}: check the path or index and the codec")
     index = produced = 0
+    source_fps = capture.get(cv2.CAP_PROP_FPS)
+    fps = source_fps / stride if source_fps and source_fps > 0 else None
     try:
         while max_frames is None or produced < max_frames:
             ok, image = capture.read()
@@ -86,7 +92,7 @@ def _video(name: str, capture: cv2.VideoCapture, max_frames: int | None, stride:
                 break
             if index % stride == 0:
                 produced += 1
-                yield Frame(name, index, image)
+                yield Frame(name, index, image, fps)
             index += 1
     finally:
         capture.release()
