@@ -129,7 +129,7 @@ class Recognizer:
         if upsampled and branches == "trained":
             log.warning("branches %s px of %s are not trained (or not known to be): faces of those sizes are "
                         "upsampled for the trunk. Train them with btnet-edge train-branches, or pass "
-                        "branches='all' to use them anyway", upsampled, self.manifest.name)
+                        "branches='all' (CLI: --branches all) to use them anyway", upsampled, self.manifest.name)
         self.gallery = gallery
         self.times = StageTimes()
 
