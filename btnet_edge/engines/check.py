@@ -100,12 +100,16 @@ def face_inputs(manifest: Manifest, folder: str | Path, limit: int = 16) -> dict
     """
     import cv2
 
+    from ..errors import InputImageError
+    from ..pipeline.image import read_image
+
     paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
     crops = []
     for path in paths:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            log.warning("skipping unreadable image %s", path)
+        try:
+            image = read_image(path)  # bounded by its header, like every photo we read
+        except InputImageError as exc:
+            log.warning("skipping %s: %s", path, exc)
             continue
         h, w = image.shape[:2]
         side = min(h, w)
