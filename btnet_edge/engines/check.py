@@ -67,9 +67,11 @@ def ort_reference(package: ModelPackage) -> tuple[Embedder, list[Backend]]:
     """The FP32 reference: the package's own graphs on ONNX Runtime CPU."""
     from ..backends.ort import OrtBackend
 
-    branches = {b.resolution: OrtBackend(package.path(b.file), read_model=lambda f=b.file: package.read_verified(f))
+    branches = {b.resolution: OrtBackend(package.path(b.file), read_model=lambda f=b.file: package.read_verified(f),
+                                       read_file=package.read_verified)
                 for b in package.manifest.branches}
-    trunk = OrtBackend(package.trunk_path, read_model=lambda: package.read_verified(package.manifest.trunk.file))
+    trunk = OrtBackend(package.trunk_path, read_model=lambda: package.read_verified(package.manifest.trunk.file),
+                       read_file=package.read_verified)
     return embedder(package.manifest, branches, trunk), [*branches.values(), trunk]
 
 
