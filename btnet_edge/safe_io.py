@@ -72,14 +72,26 @@ def staging_folder(target: str | Path) -> Path:
 def is_stream(path: str | Path) -> bool:
     """A terminal, pipe, socket or device, or an alias of an open descriptor (``/dev/stdout``, ``/dev/fd/3``):
     written in place, never replaced by a rename (which would swap the file under the descriptor)."""
-    text = os.path.abspath(path)
-    if text.startswith(_DESCRIPTOR_ALIASES) or os.path.realpath(path).startswith("/proc/"):
+    if _through_descriptor(path):
         return True
     try:
         mode = os.stat(path).st_mode
     except OSError:
         return False
     return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISBLK(mode)
+
+
+def _through_descriptor(path: str | Path) -> bool:
+    """Whether ``path``, or a link on the way to its target, names an open descriptor (``/dev/stdout``,
+    ``/proc/self/fd/1``): then the "file" is whatever the descriptor is, a pipe or a shell's redirect."""
+    current = os.path.abspath(path)
+    for _ in range(40):  # the kernel's own limit on link hops
+        if current.startswith(_DESCRIPTOR_ALIASES):
+            return True
+        if not os.path.islink(current):
+            return False
+        current = os.path.normpath(os.path.join(os.path.dirname(current), os.readlink(current)))
+    return False
 
 
 def resolve_target(path: str | Path) -> Path:

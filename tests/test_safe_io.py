@@ -179,14 +179,22 @@ def test_an_exported_package_is_readable_as_the_umask_says(tiny_package):
 
 
 def test_dev_stdout_and_pipes_stay_streams(tmp_path):
-    """As root, renaming over /dev/stdout would replace the device node; it is written in place instead."""
+    """As root, renaming over /dev/stdout would replace the device link for the whole machine; it is written in
+    place instead. Written here through links of our own to /dev/stdout and /dev/null (the same code path: a
+    regression then replaces only those links, never the machine's)."""
+    from btnet_edge.safe_io import is_stream
+
+    assert is_stream("/dev/stdout") and is_stream("/dev/null") and is_stream("/dev/fd/1")
+    assert not is_stream(tmp_path / "plain.json")
+    (tmp_path / "stdout.json").symlink_to("/dev/stdout")
+    (tmp_path / "null.json").symlink_to("/dev/null")
     script = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(ROOT)!r})
         from btnet_edge.safe_io import atomic_write_text
         print("printed first", flush=True)
-        atomic_write_text("/dev/stdout", "written to /dev/stdout\\n")
-        atomic_write_text("/dev/null", "nothing")
+        atomic_write_text({str(tmp_path / "stdout.json")!r}, "written to /dev/stdout\\n")
+        atomic_write_text({str(tmp_path / "null.json")!r}, "nothing")
     """)
     piped = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert piped.returncode == 0, piped.stderr
@@ -194,7 +202,7 @@ def test_dev_stdout_and_pipes_stay_streams(tmp_path):
     with open(tmp_path / "redirected.txt", "w") as out:  # stdout redirected to a file: appended, not replaced
         assert subprocess.run([sys.executable, "-c", script], stdout=out, timeout=60).returncode == 0
     assert (tmp_path / "redirected.txt").read_text() == "printed first\nwritten to /dev/stdout\n"
-    assert Path("/dev/null").is_char_device()
+    assert (tmp_path / "stdout.json").is_symlink() and (tmp_path / "null.json").is_symlink()
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE, text=True)
