@@ -429,11 +429,29 @@ def summary(rows: list[dict]) -> dict:
             "files_lost": sum(r["files_lost"] for r in rows)}
 
 
+def markdown(rows: list[dict]) -> str:
+    """The summary, and the same per kind of case (option order, the probe's findings, the others)."""
+    totals = summary(rows)
+    subcommands = len({shlex.split(r["command"])[0] for r in rows})
+    out = ["| bad inputs tried | handled cleanly | files lost |", "|---|---|---|",
+           f"| {totals['tried']} (all {subcommands} subcommands) | {totals['handled_cleanly']} | {totals['files_lost']} |",
+           "", "| kind | cases | handled as expected | files lost |", "|---|---|---|---|"]
+    kinds = {"bad options and files": [r for r in rows if not r["case"].startswith(("order:", "probe:"))],
+             "options in another order (same message as the case typed in order)":
+                 [r for r in rows if r["case"].startswith("order:")],
+             "the probe's findings (issue 20)": [r for r in rows if r["case"].startswith("probe:")]}
+    for kind, group in kinds.items():
+        out.append(f"| {kind} | {len(group)} | {sum(r['clean'] for r in group)} | {sum(r['files_lost'] for r in group)} |")
+    return "\n".join(out)
+
+
 def main_tool(argv: list[str]) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="write every row and the summary as JSON here")
+    parser.add_argument("--markdown", action="store_true",
+                        help="print only the summary tables as markdown (what docs/reliability.md quotes)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="btnet-bad-inputs-") as scratch:
         package = Path(scratch) / "pkg"
@@ -441,6 +459,9 @@ def main_tool(argv: list[str]) -> int:
             if main(["export", "--arch", "test_btnet", "--out", str(package), "--quiet", "--no-parity"]) != 0:
                 raise SystemExit("cannot export the test package")
         rows = run_all(package, Path(scratch) / "work")
+    if args.markdown:
+        print(markdown(rows))
+        return 0 if summary(rows)["handled_cleanly"] == len(rows) and summary(rows)["files_lost"] == 0 else 1
     width = max(len(r["case"]) for r in rows)
     for r in rows:
         print(f"{r['case']:<{width}}  exit {r['exit']:>3}  {'clean' if r['clean'] else 'NOT CLEAN'}  "
