@@ -55,6 +55,7 @@ NEEDS = {
     "ci": "is the test run itself (.ci/run runs it)",
     "long": "minutes of CPU, over the docs test's budget (runs with BTNET_DOCS_LONG=1)",
 }
+_PIP_PREFIX = re.compile(r"^\s*(?:python3? -m )?pip install [^&|;]*&&\s*")
 _BLOCK_MARKER = re.compile(r"<!--\s*docs-test:\s*(.*?)\s*-->")
 _LINE_MARKER = re.compile(r"\[needs:\s*([^\]]*)\]")
 _FENCE = re.compile(r"^```([\w+-]*)[^\n]*\n(.*?)^```[ \t]*$", re.S | re.M)
@@ -94,10 +95,18 @@ class Block:
         return f"{self.path}:{self.line}"
 
     def runnable_lines(self, long: bool = False) -> list[Line]:
-        """The lines run in CI: not marked (or only ``long``, when ``long`` runs), not pip installs."""
+        """The lines run in CI: not marked (or only ``long``, when ``long`` runs), with a leading
+        ``pip install ... &&`` dropped (checked, not run); a line that is only a pip install is not run."""
         if self.synopsis or self.kind == "other" or not _runs(self.needs, long):
             return []
-        return [ln for ln in self.lines if _runs(ln.needs, long) and not _is_pip_install(ln.text)]
+        if self.kind == "python":
+            return self.lines
+        out = []
+        for line in self.lines:
+            rest = _PIP_PREFIX.sub("", line.text, count=1)
+            if _runs(line.needs, long) and rest.strip() and not _is_pip_install(rest):
+                out.append(Line(rest, line.number, line.needs))
+        return out
 
 
 def _runs(needs: tuple[str, ...], long: bool) -> bool:
@@ -216,8 +225,9 @@ def _tool_subcommand(script: Path) -> str | None:
     return match.group(1) if match else None
 
 
-def check_command(argv: list[str], synopsis: bool = False) -> list[str]:
-    """What is wrong with one command's subcommand and flags (empty when they all exist)."""
+def check_command(argv: list[str], synopsis: bool = False, made: frozenset[str] = frozenset()) -> list[str]:
+    """What is wrong with one command's subcommand and flags (empty when they all exist). ``made``: folders an
+    earlier line of the block wrote (a script inside one comes from there, not from the repository)."""
     if not argv:
         return []
     words = _synopsis_words(argv) if synopsis else argv
@@ -232,6 +242,8 @@ def check_command(argv: list[str], synopsis: bool = False) -> list[str]:
         return _check_flags([f for f in flags if f != words[1]], known, f"btnet-edge {words[1]}")
     if program in ("python", "python3") and len(words) > 1 and words[1].endswith(".py"):
         script = ROOT / words[1]
+        if Path(words[1]).parts[0] in made:
+            return []
         if not script.is_file():
             return [f"no script {words[1]} in the repository"]
         sub = _tool_subcommand(script)
@@ -297,6 +309,7 @@ def check_shell(block: Block) -> list[str]:
     """bash -n of the whole block, and the subcommands and flags of every line."""
     syntax = subprocess.run(["bash", "-n"], input=block.text, capture_output=True, text=True)
     problems = [f"{block.where}: shell syntax: {syntax.stderr.strip()}"] if syntax.returncode else []
+    made: set[str] = set()
     for line in block.lines:
         try:
             argvs = commands(line.text)
@@ -304,7 +317,9 @@ def check_shell(block: Block) -> list[str]:
             problems.append(f"{block.path}:{line.number}: cannot split {line.text!r}: {exc}")
             continue
         for argv in argvs:
-            problems += [f"{block.path}:{line.number}: {p}" for p in check_command(argv, block.synopsis)]
+            problems += [f"{block.path}:{line.number}: {p}"
+                         for p in check_command(argv, block.synopsis, frozenset(made))]
+            made.update(Path(argv[i + 1]).parts[0] for i, w in enumerate(argv[:-1]) if w == "--out")
     return problems
 
 

@@ -93,12 +93,15 @@ def _frames(session: "DocsSession", out: Path) -> None:
 
 
 def _split_people(which: int):
-    """gallery/ (each person's first photo) or probes/ (the others), for eval-ident."""
+    """gallery/ (the first photo of three people) or probes/ (their other photos, mated, and every photo of the
+    others, unmated), for eval-ident's open-set figures."""
 
     def build(session: "DocsSession", out: Path) -> None:
-        for person in sorted(PEOPLE.iterdir()):
+        people = sorted(p for p in PEOPLE.iterdir() if p.is_dir())
+        for rank, person in enumerate(people):
             photos = sorted(person.iterdir())
-            for photo in (photos[:1] if which == 0 else photos[1:]):
+            chosen = (photos[:1] if rank < 3 else []) if which == 0 else (photos[1:] if rank < 3 else photos)
+            for photo in chosen:
                 (out / person.name).mkdir(parents=True, exist_ok=True)
                 (out / person.name / photo.name).symlink_to(photo)
 
@@ -321,3 +324,22 @@ def test_the_docs_test_figures_are_current():
     """docs/docs-test.md quotes the per-file table; `python tools/doc_figures.py` rewrites it."""
     guide = (ROOT / "docs" / "docs-test.md").read_text()
     assert markdown(inventory(BLOCKS)) in guide, "stale table: run python tools/doc_figures.py docs/docs-test.md"
+
+
+def test_every_figures_region_names_a_real_command():
+    """`<!-- figures: COMMAND -->` regions: the command's script, subcommand and flags exist."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("doc_figures", ROOT / "tools" / "doc_figures.py")
+    figures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(figures)
+    from tests.docs_blocks import check_command
+
+    found = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for match in figures.regions(path.read_text()):
+            argv = shlex.split(match.group("command"))
+            found.append(argv)
+            if argv[:2] != ["python", "-m"]:
+                assert check_command(argv) == [], match.group("command")
+    assert ["python", "tools/bad_inputs.py", "--markdown"] in found

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-REGION = re.compile(r"(<!-- figures: (?P<command>.+?) -->\n)(?P<body>.*?)(<!-- /figures -->)", re.S)
+REGION = re.compile(r"^(<!-- figures: (?P<command>[^\n]+?) -->\n)(?P<body>.*?)(^<!-- /figures -->)", re.S | re.M)
 
 
 def regions(text: str) -> list[re.Match]:
