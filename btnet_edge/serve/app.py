@@ -44,7 +44,7 @@ def build_app(config: ServeConfig):
             from .embedder import BatchEmbedder
 
             cfg = ServeConfig.from_dict(settings)
-            self.core = BatchEmbedder(load_package(cfg.package), threads=cfg.threads)
+            self.core = BatchEmbedder(load_package(cfg.package), cfg.recognizer_config())
 
         @serve.batch(max_batch_size=config.max_batch_requests, batch_wait_timeout_s=wait_s)
         async def embed(self, requests: list[dict]) -> list[dict]:
@@ -154,14 +154,14 @@ def app_builder(args: Mapping[str, Any]):
 
 def preflight(config: ServeConfig) -> None:
     """Fail here, with the package's or gallery's own message, rather than as a replica that keeps dying."""
-    from ..cli.options import gallery_model_id
     from ..package.loader import load_package
+    from ..package.manifest import model_id
     from ..pipeline.gallery import Gallery
 
     manifest = load_package(config.package).manifest  # sha256 of every file checked
     if config.gallery:
         Gallery(config.gallery, embedding_size=manifest.embedding_size, create=False,
-                model_id=gallery_model_id(manifest)).close()
+                model_id=model_id(manifest)).close()
     if config.detector and not Path(config.detector).is_file():
         raise ServeError(f"detector {config.detector} does not exist; pass an SCRFD/YuNet ONNX file or leave "
                          "--detector out for the bundled RetinaFace")
