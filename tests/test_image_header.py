@@ -125,3 +125,16 @@ def test_text_headers_with_comments_and_orders():
     assert image_size(b"P5\n# made by\n#  a camera\n 640\t480 255\n") == (640, 480)
     assert image_size(b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n+X 640 -Y 480\n") == (640, 480)
     assert image_size(b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 480 +X 640\n") == (640, 480)
+
+
+def test_the_server_checks_the_header_before_decoding(monkeypatch):
+    from btnet_edge.serve.frontend import HttpError, decode_image
+
+    bomb = b"P7\nWIDTH 16000\nHEIGHT 15000\nDEPTH 3\nMAXVAL 255\nTUPLTYPE RGB\nENDHDR\n"
+    monkeypatch.setattr(cv2, "imdecode", lambda *a, **k: pytest.fail("decoded a request refused by its header"))
+    with pytest.raises(HttpError, match="16000x15000 px is over the limit") as exc:
+        decode_image(bomb, max_bytes=1 << 20, max_pixels=40e6)
+    assert exc.value.status == 413
+    with pytest.raises(HttpError) as exc:
+        decode_image(b"not an image at all", max_bytes=1 << 20, max_pixels=40e6)
+    assert exc.value.status == 400
