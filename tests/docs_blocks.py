@@ -29,6 +29,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -249,8 +250,11 @@ def check_command(argv: list[str], synopsis: bool = False, made: frozenset[str] 
         sub = _tool_subcommand(script)
         if sub is not None:
             return check_command(["btnet-edge", sub, *words[2:]], synopsis)
-        help_text = subprocess.run([sys.executable, str(script), "-h"], capture_output=True, text=True, timeout=120,
-                                   cwd=ROOT).stdout
+        if "argparse" not in script.read_text():  # no parser to ask: "-h" could be taken as an argument
+            return []
+        with tempfile.TemporaryDirectory(prefix="btnet-docs-help-") as scratch:  # -h never writes in the repo
+            help_text = subprocess.run([sys.executable, str(script), "-h"], capture_output=True, text=True,
+                                       timeout=120, cwd=scratch).stdout
         return [f"{words[1]} has no option {f}" for f in flags if f.split("=", 1)[0] not in help_text]
     if program == "btnet-edge-run":
         source = (ROOT / "cpp" / "apps" / "btnet_edge_run.cpp").read_text()
