@@ -33,7 +33,13 @@ def test_every_bad_input_is_handled_cleanly_and_loses_nothing(tiny_package, tmp_
     assert unclean == []
     assert sum(r["files_lost"] for r in rows) == 0
     assert tool.summary(rows) == {"tried": len(rows), "handled_cleanly": len(rows), "files_lost": 0}
-    assert len(rows) >= 70
+    assert len(rows) >= 125
+    labels = {r["case"] for r in rows}
+    assert {twin for _, _, twin in tool.ORDER_CASES} <= labels  # every reordered case has its twin to match
+    ordered = {shlex.split(line.replace("{PKG}", "p").replace("{W}", "w"))[0] for _, line, _ in tool.ORDER_CASES}
+    with_positionals = {name for name in SUBCOMMANDS if name not in ("export", "eval-detect", "bench-gallery")}
+    assert with_positionals <= ordered, f"subcommands without an option-order case: {with_positionals - ordered}"
+    assert sum(r["case"].startswith("probe:") for r in rows) >= 9
 
 
 def test_the_harness_counts_a_lost_file(tiny_package, tmp_path):

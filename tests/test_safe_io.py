@@ -127,3 +127,102 @@ def test_build_dry_run_writes_nothing_without_out(tiny_package, tmp_path, monkey
     assert main(["build", str(tiny_package), "--target", "desktop-fp16", "--dry-run", "--trt-version", "8.6",
                  "--out", str(out)]) == 0
     assert sorted(p.suffix for p in out.iterdir()) and all(p.suffix == ".onnx" for p in out.iterdir())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_a_symlink_is_written_through_to_its_target(tmp_path):
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "results.json"
+    target.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    atomic_write_text(link, "new")
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert target.read_text() == "new"
+    assert sorted(p.name for p in (tmp_path / "real").iterdir()) == ["results.json"]
+    dangling = tmp_path / "dangling.json"
+    dangling.symlink_to(tmp_path / "real" / "later.json")
+    atomic_write_text(dangling, "created")
+    assert dangling.is_symlink() and (tmp_path / "real" / "later.json").read_text() == "created"
+
+
+def test_files_get_the_mode_the_umask_gives(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.json", "x")
+        os.umask(0o077)
+        atomic_write_text(tmp_path / "b.json", "x")
+        (tmp_path / "c.json").write_text("x")
+        os.chmod(tmp_path / "c.json", 0o640)
+        atomic_write_text(tmp_path / "c.json", "replaced")
+        from btnet_edge.safe_io import staging_folder
+
+        os.umask(0o022)
+        folder = staging_folder(tmp_path / "pkg")
+    finally:
+        os.umask(old)
+    modes = {name: (tmp_path / name).stat().st_mode & 0o777 for name in ("a.json", "b.json", "c.json")}
+    assert modes == {"a.json": 0o644, "b.json": 0o600, "c.json": 0o640}
+    assert folder.stat().st_mode & 0o777 == 0o755 and folder.name.startswith(".pkg.")
+
+
+def test_an_exported_package_is_readable_as_the_umask_says(tiny_package):
+    expected = 0o666 & ~_umask()
+    assert {p.name: p.stat().st_mode & 0o777 for p in tiny_package.iterdir()} == {
+        p.name: expected for p in tiny_package.iterdir()}
+    assert tiny_package.stat().st_mode & 0o777 == 0o777 & ~_umask()
+
+
+def test_dev_stdout_and_pipes_stay_streams(tmp_path):
+    """As root, renaming over /dev/stdout would replace the device link for the whole machine; it is written in
+    place instead. Written here through links of our own to /dev/stdout and /dev/null (the same code path: a
+    regression then replaces only those links, never the machine's)."""
+    from btnet_edge.safe_io import is_stream
+
+    assert is_stream("/dev/stdout") and is_stream("/dev/null") and is_stream("/dev/fd/1")
+    assert not is_stream(tmp_path / "plain.json")
+    (tmp_path / "stdout.json").symlink_to("/dev/stdout")
+    (tmp_path / "null.json").symlink_to("/dev/null")
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from btnet_edge.safe_io import atomic_write_text
+        print("printed first", flush=True)
+        atomic_write_text({str(tmp_path / "stdout.json")!r}, "written to /dev/stdout\\n")
+        atomic_write_text({str(tmp_path / "null.json")!r}, "nothing")
+    """)
+    piped = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout == "printed first\nwritten to /dev/stdout\n"
+    with open(tmp_path / "redirected.txt", "w") as out:  # stdout redirected to a file: appended, not replaced
+        assert subprocess.run([sys.executable, "-c", script], stdout=out, timeout=60).returncode == 0
+    assert (tmp_path / "redirected.txt").read_text() == "printed first\nwritten to /dev/stdout\n"
+    assert (tmp_path / "stdout.json").is_symlink() and (tmp_path / "null.json").is_symlink()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE, text=True)
+    atomic_write_text(fifo, "through a pipe")
+    assert reader.communicate(timeout=30)[0] == "through a pipe"
+    assert fifo.exists() and not fifo.is_file()
+
+
+def test_cli_json_through_a_symlink(tiny_package, tmp_path, capsys):
+    import cv2
+    import numpy as np
+
+    from btnet_edge.cli.main import main
+
+    cv2.imwrite(str(tmp_path / "p.jpg"), np.full((48, 64, 3), 90, np.uint8))
+    (tmp_path / "keep").mkdir()
+    real = tmp_path / "keep" / "results.json"
+    real.write_text("{}")
+    (tmp_path / "link.json").symlink_to(real)
+    assert main(["run", str(tiny_package), str(tmp_path / "p.jpg"), "--json", str(tmp_path / "link.json"),
+                 "--quiet"]) == 0
+    assert (tmp_path / "link.json").is_symlink()
+    assert '"images"' in real.read_text()

@@ -6,7 +6,13 @@
 "Handled cleanly": a non-zero exit, exactly one ``btnet-edge CMD: error:`` line, no
 traceback, no internal error. "Data lost": any file that existed before the case
 (photos, a thesis folder, a previous results file, an enrolled gallery, the
-package) changed or vanished. tests/test_bad_inputs.py runs the same cases.
+package) changed or vanished, or a symlink of the user's became a plain file.
+tests/test_bad_inputs.py runs the same cases.
+
+A case may say more (a third item, see ``Expect``): ``same_as`` another case (the same
+words in another order must give exactly its message: options before, between and
+after the positionals), ``says`` a fragment of the error, or ``ok`` (exit 0, cleanly)
+with the files it may change (writing through a symlink changes its target).
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from btnet_edge.cli.main import main  # noqa: E402
+
+# label -> what else the case must show: {"same_as": label} | {"says": text} | {"ok": True, "changes": [paths]}
+Expect = dict
 
 
 def _png_header(width: int, height: int) -> bytes:
@@ -82,14 +91,139 @@ def make_world(package: Path, work: Path) -> dict[str, Path]:
         "int_for_list": lambda d, p: d["trunk"].update(inputs=3),
         "swapped_trunk": lambda d, p: shutil.copyfile(p / "branch_7.onnx", p / "trunk.onnx"),
     }
+    flipped = "BGR" if manifest.preprocess.color_order == "RGB" else "RGB"
+    tamper["colour_edited"] = lambda d, p: d["preprocess"].update(color_order=flipped)
+    tamper["embedding_disagrees"] = lambda d, p: (d.update(embedding_size=d["embedding_size"] // 2),
+                                                  d["trunk"]["output"].update(shape=[d["embedding_size"]]))
     paths = {name: _tampered(package, work, name, change) for name, change in tamper.items()}
+    _external_data_packages(package, work)
+    _probe_files(work)
     return {"photos": photos, **paths}
 
 
-def cases(package: Path, work: Path, lines: list[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
-    """(label, command line) pairs; {PKG}, {W} (the work folder) and tampered package paths are filled in."""
+def _probe_files(work: Path) -> None:
+    """The bad-input probe's files: a JPEG hiding its size behind a stray byte, a PAM named .jpg, a cut video,
+    and the user's symlinks (one to a file elsewhere, one to /dev/null)."""
+    ok, data = cv2.imencode(".jpg", np.full((48, 64, 3), 90, np.uint8))
+    data = bytearray(data.tobytes())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", 15000, 15000)  # declares 225 MP
+    (work / "stray.jpg").write_bytes(bytes(data[:sof]) + b"\x00" + bytes(data[sof:]))  # libjpeg skips the byte
+    (work / "pam.jpg").write_bytes(b"P7\nWIDTH 16000\nHEIGHT 15000\nDEPTH 3\nMAXVAL 255\nTUPLTYPE RGB\nENDHDR\n")
+    clip = work / "clip.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (160, 120))
+    rng = np.random.default_rng(0)
+    for i in range(30):
+        frame = np.full((120, 160, 3), i * 8, np.uint8)
+        frame[:40, :40] = rng.integers(0, 255, (40, 40, 3))
+        writer.write(frame)
+    writer.release()
+    video = bytearray(clip.read_bytes())
+    span = len(video) // 6
+    video[len(video) // 2:len(video) // 2 + span] = bytes(span)
+    (work / "damaged.mp4").write_bytes(bytes(video))
+    clip.unlink()
+    (work / "linked").mkdir()
+    (work / "linked" / "results.json").write_text('{"images": ["kept elsewhere"]}\n')
+    (work / "link.json").symlink_to(work / "linked" / "results.json")
+    (work / "null.json").symlink_to("/dev/null")
+
+
+def _external_data_packages(package: Path, work: Path) -> None:
+    """Copies whose trunk keeps its weights in an external file: not hashed, and outside the package."""
+    try:
+        import onnx
+    except ImportError:  # the dev extra has onnx; without it these two cases are left out
+        return
+    import hashlib
+
+    for name, location in (("external_unhashed", "trunk.weights"), ("external_outside", "../trunk.weights")):
+        copy = work / "tampered" / name
+        shutil.copytree(package, copy)
+        model = onnx.load(str(copy / "trunk.onnx"))
+        onnx.save_model(model, str(copy / "trunk.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location="trunk.weights", size_threshold=0)
+        if location != "trunk.weights":  # onnx will not write a location outside; a crafted file will
+            model = onnx.load(str(copy / "trunk.onnx"), load_external_data=False)
+            for tensor in model.graph.initializer:
+                for entry in tensor.external_data:
+                    if entry.key == "location":
+                        entry.value = location
+            (copy / "trunk.onnx").write_bytes(model.SerializeToString())
+            shutil.copyfile(copy / "trunk.weights", copy.parent / "trunk.weights")  # the file it points at, outside
+        data = json.loads((copy / "manifest.json").read_text())
+        data["files"]["trunk.onnx"] = hashlib.sha256((copy / "trunk.onnx").read_bytes()).hexdigest()
+        (copy / "manifest.json").write_text(json.dumps(data))
+
+
+# The same words in another order (options before, between or after the positionals) must give exactly the message
+# of the case named: one per subcommand with positionals, and the README's enroll line.
+ORDER_CASES = [
+    ("order: run, options first", "run --json {W}/photos {PKG} {W}/photos", "run: --json is a folder"),
+    ("order: run, options between", "run {PKG} --json {W}/photos {W}/photos", "run: --json is a folder"),
+    ("order: enroll as the README types it", "enroll {PKG} --gallery {W}/gallery.db --name x {W}/photos",
+     "enroll: no face"),
+    ("order: enroll, options first", "enroll --gallery {W}/gallery.db --name x {PKG} {W}/photos", "enroll: no face"),
+    ("order: enroll, photos between options", "enroll {PKG} --gallery {W}/gallery.db {W}/photos --name x",
+     "enroll: no face"),
+    ("order: info, options first", "info --json {W}/photos", "info: not a package"),
+    ("order: gallery, options first", "gallery --remove nobody {W}/gallery.db", "gallery: remove unknown name"),
+    ("order: build, options first", "build --target nope --dry-run {PKG}", "build: unknown target"),
+    ("order: check, options first", "check --engines {W}/nothere {PKG}", "check: engines folder missing"),
+    ("order: eval-pairs, options first", "eval-pairs --pairs {W}/nothere.csv {PKG}", "eval-pairs: pairs missing"),
+    ("order: eval-ident, options first", "eval-ident --gallery-dir {W}/thesis --probes-dir {W}/thesis {PKG}",
+     "eval-ident: folders without identities"),
+    ("order: eval-track, options first", "eval-track --people {W}/nothere {PKG}", "eval-track: people folder missing"),
+    ("order: train-branches, options first", "train-branches --images {W}/nothere --out {W}/t --steps 1 {PKG}",
+     "train-branches: images missing"),
+    ("order: bench, options first", "bench --resolutions 5 --quiet {PKG}", "bench: unknown resolution"),
+    ("order: serve, options first", "serve --gallery {W}/nothere.db {PKG}", "serve: gallery missing"),
+    ("order: bench-serve, options first", "bench-serve --images {W}/nothere.jpg --clients 2 {PKG}",
+     "bench-serve: images missing"),
+    ("order: export-triton, options first", "export-triton --out {W}/thesis --force {PKG}",
+     "export-triton: --force over a thesis"),
+    ("order: bench-cpp, options first", "bench-cpp --app {W}/nothere-app {PKG} {W}/photos", "bench-cpp: C++ app missing"),
+]
+
+
+def probe_cases(work: Path) -> list[tuple[str, str, Expect]]:
+    """The bad-input probe's findings (issue 20), each with the outcome it must have now."""
+    t = work / "tampered"
+    found = [
+        ("probe: JPEG hiding 225 MP behind a stray byte", "run {PKG} {W}/stray.jpg --json {W}/run_stray.json",
+         {"says": "1 input(s) could not be read", "json_error": "15000 x 15000 px"}),
+        ("probe: PAM header named .jpg declaring 240 MP", "run {PKG} {W}/pam.jpg --json {W}/run_pam.json",
+         {"json_error": "16000 x 15000 px (240 MP)"}),
+        ("probe: colour order edited, gallery of the original", f"run {t / 'colour_edited'} {{W}}/photos "
+         "--gallery {W}/gallery.db", {"says": "was enrolled with model"}),
+        ("probe: manifest embedding size not the graph's", f"run {t / 'embedding_disagrees'} {{W}}/photos",
+         {"says": "in the graph but"}),
+        ("probe: video with a corrupt middle", "run {PKG} {W}/damaged.mp4 --json {W}/run_video.json --no-track",
+         {"json_error": "of the 30 frames its header declares"}),
+        ("probe: --json through a symlink", "run {PKG} {W}/photos --json {W}/link.json --quiet",
+         {"ok": True, "changes": ["{W}/linked/results.json"]}),
+        ("probe: --json to a link to /dev/null", "run {PKG} {W}/photos --json {W}/null.json --quiet", {"ok": True}),
+    ]
+    if not Path("/dev/video0").exists():
+        found.append(("probe: camera 0 with no camera", "run {PKG} 0 --quiet", {"says": "1 input(s) could not be read",
+                                                                       "stderr": "no camera 0: /dev/video0 does not "
+                                                                                 "exist", "max_lines": 3}))
+    if (t / "external_unhashed").is_dir():
+        found += [
+            ("probe: external data the manifest does not hash", f"run {t / 'external_unhashed'} {{W}}/photos",
+             {"says": "which the manifest does not hash"}),
+            ("probe: external data outside the package", f"run {t / 'external_outside'} {{W}}/photos",
+             {"says": "outside the package folder"}),
+        ]
+    return found
+
+
+def cases(package: Path, work: Path, lines: list[tuple] | None = None) -> list[tuple[str, str, Expect]]:
+    """(label, command line, expectation) triples; {PKG}, {W} (the work folder) and tampered package paths are
+    filled in."""
     t = {name: work / "tampered" / name for name in ("opset_words", "std_nan", "flip_string", "huge_resolution",
                                                       "negative_embedding", "int_for_list", "swapped_trunk")}
+    given = lines is not None
     lines = lines or [
         ("run: stride 0", "run {PKG} {W}/photos --stride 0"),
         ("run: negative max-frames", "run {PKG} {W}/photos --max-frames -1"),
@@ -195,12 +329,28 @@ def cases(package: Path, work: Path, lines: list[tuple[str, str]] | None = None)
         ("export: ONNX trunk that is not ONNX", "export --trunk {W}/broken.onnx --out {W}/new_pkg --quiet"),
         ("bench-cpp: app is a text file", "bench-cpp {PKG} {W}/photos --app {W}/notes.txt"),
     ]
-    return [(label, line.replace("{PKG}", shlex.quote(str(package))).replace("{W}", shlex.quote(str(work))))
-            for label, line in lines]
+    if not given:
+        lines = [*lines, *[(label, line, {"same_as": twin}) for label, line, twin in ORDER_CASES], *probe_cases(work)]
+
+    def fill(text: str) -> str:
+        return text.replace("{PKG}", shlex.quote(str(package))).replace("{W}", shlex.quote(str(work)))
+
+    out = []
+    for label, line, *rest in lines:
+        expect = dict(rest[0]) if rest else {}
+        if "changes" in expect:
+            expect["changes"] = [fill(c) for c in expect["changes"]]
+        out.append((label, fill(line), expect))
+    return out
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """The bytes of every file (a symlink is checked as a link, its target as the file it is)."""
+    return {str(p): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+def _links(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_symlink())
 
 
 def run_case(line: str) -> tuple[int, str]:
@@ -220,22 +370,51 @@ def clean(code: int, stderr: str, command: str) -> bool:
     return code not in (0, -1) and len(errors) == 1 and "Traceback" not in stderr and "internal error" not in stderr
 
 
-def run_all(package: Path, work: Path, lines: list[tuple[str, str]] | None = None) -> list[dict]:
+def _meets(expect: Expect, code: int, stderr: str, command: str, line: str, messages: dict[str, str]) -> bool:
+    """Whether the case shows what its expectation says, beyond being clean."""
+    if expect.get("ok"):
+        return code == 0 and "Traceback" not in stderr and ": error:" not in stderr
+    if not clean(code, stderr, command):
+        return False
+    message = _message(stderr)
+    if "same_as" in expect and message != messages.get(expect["same_as"]):
+        return False
+    if "says" in expect and expect["says"] not in message:
+        return False
+    if "stderr" in expect and expect["stderr"] not in stderr:
+        return False
+    if "max_lines" in expect and len(stderr.strip().splitlines()) > expect["max_lines"]:
+        return False
+    if "json_error" in expect:
+        words = shlex.split(line)
+        target = Path(words[words.index("--json") + 1])
+        errors = json.loads(target.read_text())["errors"] if target.is_file() else []
+        return any(expect["json_error"] in e["error"] for e in errors)
+    return True
+
+
+def run_all(package: Path, work: Path, lines: list[tuple] | None = None) -> list[dict]:
     """Every case (or ``lines``) in ``work`` (made here) against ``package``: one row per case."""
     make_world(package, work)
     (work / "photos_drawn_clash").mkdir()
     (work / "photos_drawn_clash" / "p0.jpg").write_bytes(b"someone else's drawing")
     guarded = [package, work]
     rows = []
+    messages: dict[str, str] = {}
     with contextlib.chdir(work / "cwd"):
-        for label, line in cases(package, work, lines):
+        for label, line, expect in cases(package, work, lines):
             before = {str(g): _snapshot(g) for g in guarded}
+            links = [link for g in guarded for link in _links(g)]
             code, stderr = run_case(line)
+            allowed = set(expect.get("changes", ()))
             lost = sum(1 for g in guarded for name, data in before[str(g)].items()
-                       if not Path(name).is_file() or Path(name).read_bytes() != data)
+                       if name not in allowed and (not Path(name).is_file() or Path(name).read_bytes() != data))
+            lost += sum(1 for link in links if not link.is_symlink())  # a link replaced by a plain file
             command = shlex.split(line)[0]
-            rows.append({"case": label, "command": line, "exit": code, "clean": clean(code, stderr, command),
-                         "files_lost": lost, "message": _message(stderr)})
+            messages[label] = _message(stderr)
+            rows.append({"case": label, "command": line, "exit": code, "clean": _meets(expect, code, stderr, command,
+                                                                                        line, messages),
+                         "files_lost": lost, "message": messages[label]})
     return rows
 
 
@@ -250,11 +429,29 @@ def summary(rows: list[dict]) -> dict:
             "files_lost": sum(r["files_lost"] for r in rows)}
 
 
+def markdown(rows: list[dict]) -> str:
+    """The summary, and the same per kind of case (option order, the probe's findings, the others)."""
+    totals = summary(rows)
+    subcommands = len({shlex.split(r["command"])[0] for r in rows})
+    out = ["| bad inputs tried | handled cleanly | files lost |", "|---|---|---|",
+           f"| {totals['tried']} (all {subcommands} subcommands) | {totals['handled_cleanly']} | {totals['files_lost']} |",
+           "", "| kind | cases | handled as expected | files lost |", "|---|---|---|---|"]
+    kinds = {"bad options and files": [r for r in rows if not r["case"].startswith(("order:", "probe:"))],
+             "options in another order (same message as the case typed in order)":
+                 [r for r in rows if r["case"].startswith("order:")],
+             "the probe's findings (issue 20)": [r for r in rows if r["case"].startswith("probe:")]}
+    for kind, group in kinds.items():
+        out.append(f"| {kind} | {len(group)} | {sum(r['clean'] for r in group)} | {sum(r['files_lost'] for r in group)} |")
+    return "\n".join(out)
+
+
 def main_tool(argv: list[str]) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="write every row and the summary as JSON here")
+    parser.add_argument("--markdown", action="store_true",
+                        help="print only the summary tables as markdown (what docs/reliability.md quotes)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="btnet-bad-inputs-") as scratch:
         package = Path(scratch) / "pkg"
@@ -262,6 +459,9 @@ def main_tool(argv: list[str]) -> int:
             if main(["export", "--arch", "test_btnet", "--out", str(package), "--quiet", "--no-parity"]) != 0:
                 raise SystemExit("cannot export the test package")
         rows = run_all(package, Path(scratch) / "work")
+    if args.markdown:
+        print(markdown(rows))
+        return 0 if summary(rows)["handled_cleanly"] == len(rows) and summary(rows)["files_lost"] == 0 else 1
     width = max(len(r["case"]) for r in rows)
     for r in rows:
         print(f"{r['case']:<{width}}  exit {r['exit']:>3}  {'clean' if r['clean'] else 'NOT CLEAN'}  "

@@ -47,9 +47,12 @@ class OrtBackend(Backend):
 
     def __init__(self, model_path: str | Path | bytes, device: str = "cpu", threads: int = 0,
                  providers: Sequence[str] | None = None, spin: bool = False,
-                 read_model: Callable[[], bytes] | None = None) -> None:
+                 read_model: Callable[[], bytes] | None = None,
+                 read_file: Callable[[str], bytes] | None = None) -> None:
         # read_model: returns the (verified) model bytes at load time; model_path then only names it.
+        # read_file: the (verified) bytes of an external data file the model names (ModelPackage.read_verified).
         self._read_model = read_model
+        self._read_file = read_file
         self._model_bytes = model_path if isinstance(model_path, bytes) else None
         super().__init__("<in-memory model>" if self._model_bytes is not None else model_path)
         self.device = device
@@ -72,10 +75,35 @@ class OrtBackend(Backend):
             source: bytes | str = self._read_model()  # held only while the session is built
         else:
             source = self._model_bytes if self._model_bytes is not None else str(self.model_path)
+        external = self._external_data(source) if isinstance(source, bytes) else {}
+        if external:
+            names = sorted(external)
+            options.add_external_initializers_from_files_in_memory(
+                names, [external[n] for n in names], [len(external[n]) for n in names])
         try:
             self._session = ort.InferenceSession(source, sess_options=options, providers=providers)
         except Exception as exc:  # ONNX Runtime raises its own untyped errors
             raise BackendError(f"ONNX Runtime cannot load {self.model_path}: {exc}") from exc
+
+    def _external_data(self, model: bytes) -> dict[str, bytes]:
+        """The files a model built from bytes keeps weights in, from ``read_file``: never from the current folder,
+        where ONNX Runtime would look for them."""
+        from ..package.onnx_proto import OnnxFormatError, summarize
+
+        try:
+            names = summarize(model).external_files
+        except OnnxFormatError:
+            return {}  # not parseable here: ONNX Runtime reports it
+        if not names:
+            return {}
+        if self._read_file is None:
+            raise BackendError(f"{self.model_path}: the model keeps weights in external data ({', '.join(sorted(names))}) "
+                               "and was given as bytes with no verified source for them; load it from a package")
+        ort = require("onnxruntime")
+        if not hasattr(ort.SessionOptions, "add_external_initializers_from_files_in_memory"):
+            raise BackendError(f"{self.model_path}: external data from memory needs a newer onnxruntime "
+                               f"(this is {ort.__version__}); pip install -U onnxruntime")
+        return {name: self._read_file(name) for name in sorted(names)}
 
     def _specs(self, nodes: list) -> list[TensorSpec]:
         return [TensorSpec(n.name, _ORT_TYPES.get(n.type, n.type), tuple(d if d is not None else -1 for d in n.shape))

@@ -34,17 +34,65 @@ SUBCOMMANDS = {
 
 log = logging.getLogger("btnet_edge")
 
+VERBOSE_FLAGS = ("-v", "--verbose")
+VERBOSE_HELP = "debug logging and full tracebacks on errors"
+
+
+class SubcommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: options and positionals in any order, and errors that say how to fix the order.
+
+    Positionals typed after options (``enroll PKG --gallery G --name N photos/``) are
+    collected by argparse's intermixed parsing (:class:`IntermixedSubparsers`). What no
+    parser shape can change: an option taking several values (``--frames A B``) takes
+    every value up to the next option, so positionals typed right after it are its values.
+    """
+
+    typed: Sequence[str] = ()
+
+    def error(self, message: str):  # type: ignore[override]  # argparse: prints usage and exits 2
+        greedy = [flag for action in self._actions if action.option_strings and action.nargs in ("+", "*", "?")
+                  for flag in action.option_strings if flag in self.typed]
+        if greedy and "arguments are required" in message:
+            message += (f" ({greedy[0]} takes every value up to the next option: type the positionals before "
+                        f"{greedy[0]}, or end its values with --)")
+        super().error(message)
+
+
+class IntermixedSubparsers(argparse._SubParsersAction):
+    """Subcommands parsed with ``parse_known_intermixed_args``: positionals may follow options.
+
+    ``ArgumentParser.parse_intermixed_args`` refuses a parser with subcommands (TypeError,
+    Python 3.9 to 3.14), and argparse parses a subcommand with plain ``parse_known_args``,
+    where an ``nargs="*"`` positional gets nothing once an option follows the first
+    positional. So each subcommand's own parser runs intermixed (tests/test_cli_order.py).
+    """
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        name, arg_strings = values[0], list(values[1:])
+        sub = self._name_parser_map[name]  # argparse has already refused an unknown name
+        setattr(namespace, self.dest, name)
+        sub.typed = arg_strings
+        subnamespace, unknown = sub.parse_known_intermixed_args(arg_strings, None)
+        for key, value in vars(subnamespace).items():
+            setattr(namespace, key, value)
+        if unknown:
+            sub.error(f"unrecognized arguments: {' '.join(unknown)}")
+
 
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
     parser = argparse.ArgumentParser(prog="btnet-edge", description="Multi-resolution face recognition (BTNet) for the edge.")
     parser.add_argument("--version", action="version", version=f"btnet-edge {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks on errors")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument(*VERBOSE_FLAGS, action="store_true", help=VERBOSE_HELP)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", action=IntermixedSubparsers,
+                                       parser_class=SubcommandParser)
     for name, module_name in SUBCOMMANDS.items():
         module = importlib.import_module(f".{module_name}", __package__)
         module.add_parser(subparsers)
+        # --verbose after the subcommand too; SUPPRESS keeps a --verbose typed before it
+        subparsers.choices[name].add_argument(*VERBOSE_FLAGS, action="store_true", default=argparse.SUPPRESS,
+                                              help=VERBOSE_HELP)
     return parser
 
 

@@ -66,6 +66,10 @@ class OnnxGraph:
         except Exception as exc:  # onnx raises DecodeError and friends
             raise CheckpointError(f"{self.path} is not a readable ONNX model ({type(exc).__name__}: {exc})") from None
         graph = self.model.graph
+        if data is not None and any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.initializer):
+            # from bytes, numpy_helper would read external data relative to the current folder: never that
+            raise CheckpointError(f"{self.path} keeps weights in external data, which is read here only from inside "
+                                  "the graph; use the onnxruntime backend, which reads it from the verified package")
         self.constants: dict[str, np.ndarray] = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
         self.consumers: dict[str, list] = {}
         for node in graph.node:

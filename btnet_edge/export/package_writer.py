@@ -10,7 +10,6 @@ import json
 import logging
 import math
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -27,7 +26,7 @@ from ..package.manifest import (
     manifest_from_json, write_manifest,
 )
 from ..pipeline.dispatch import dispatch_ranges
-from ..safe_io import check_replaceable_folder, replace_folder
+from ..safe_io import check_replaceable_folder, replace_folder, staging_folder
 from .graphs import EMBEDDING_NAME, BranchGraph, FusedGraph, MergedTrunkGraph, image_input_name, implant_name
 from .onnx_io import OPSET, onnx_from_torch
 from .parity import measure_parity
@@ -101,7 +100,7 @@ def export_package(net, options: ExportOptions, weights: str, import_report: Map
     out = Path(options.out)
     check_export_options(options)
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    staging = staging_folder(out)
     net.eval()
     config = net.config
     steps = len(net.resolutions) * (2 if options.fused else 1) + 1
@@ -192,7 +191,6 @@ def export_package(net, options: ExportOptions, weights: str, import_report: Map
         # the validator every load runs: never write a package that cannot load
         manifest_from_json(json.loads(json.dumps(manifest.to_json())))
         write_manifest(manifest, staging)
-        staging.chmod(0o755)
         replace_folder(staging, out)
     except BaseException:
         bar.close()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mmap
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,12 +81,38 @@ def _check_digest(path: Path, actual: str, expected: str) -> None:
                            "the package; do not edit its files by hand")
 
 
+def _hash_and_check_graph(path: Path, name: str, manifest: Manifest) -> str:
+    """sha256 of a graph file, with its inputs, outputs and external data checked against the manifest (one read)."""
+    from .graph_check import check_external_data, check_io, graph_tensors, read_summary
+
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size == 0:
+            return hashlib.sha256(b"").hexdigest()
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            digest = hashlib.sha256(data).hexdigest()
+            if digest != manifest.files[name]:
+                return digest  # reported as a mismatch by the caller; not parsed
+            view = memoryview(data)
+            try:
+                summary = read_summary(name, view)
+            finally:
+                view.release()
+    check_external_data(name, summary, manifest.files)
+    inputs, outputs = graph_tensors(manifest)[name]
+    check_io(name, summary, inputs, outputs)
+    return digest
+
+
 def load_package(folder: str | Path, verify: bool = True) -> ModelPackage:
-    """Open a package; with ``verify`` every file must exist and match its recorded sha256."""
+    """Open a package; with ``verify`` every file must exist and match its recorded sha256, and every graph its
+    manifest entry (input and output names and shapes, external data only from hashed package files)."""
+    from .graph_check import graph_tensors
+
     folder = Path(folder)
     manifest = read_manifest(folder)
-    needed = {manifest.trunk.file, *(b.file for b in manifest.branches), *(f.file for f in manifest.fused)}
-    unlisted = sorted(n for n in needed if n not in manifest.files)
+    graphs = graph_tensors(manifest)
+    unlisted = sorted(n for n in graphs if n not in manifest.files)
     if unlisted:
         raise ManifestError(f"manifest field files lacks a sha256 for {unlisted}; the package is incomplete, export it again")
     for name, expected in manifest.files.items():
@@ -94,6 +122,7 @@ def load_package(folder: str | Path, verify: bool = True) -> ModelPackage:
         if not path.is_file():
             raise PackageError(f"package {folder} lacks {name}, listed in its manifest; copy the whole folder again")
         if verify:
-            _check_digest(path, sha256_of(path), expected)
+            actual = _hash_and_check_graph(path, name, manifest) if name in graphs else sha256_of(path)
+            _check_digest(path, actual, expected)
     log.debug("package %s verified (%d files)", folder, len(manifest.files))
     return ModelPackage(folder, manifest)

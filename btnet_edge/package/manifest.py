@@ -6,9 +6,11 @@ graphs. Only numpy-free standard library code: it loads without torch or onnx.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
+import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -276,6 +278,42 @@ def write_manifest(manifest: Manifest, folder: str | Path) -> Path:
     return atomic_write_text(Path(folder) / MANIFEST_NAME, json.dumps(manifest.to_json(), indent=2) + "\n", "manifest")
 
 
+MODEL_ID_SCHEME = "model-sha256"
+LEGACY_MODEL_ID_SCHEME = "trunk-sha256"  # btnet-edge 0.1: architecture and trunk only
+
+
+def model_id_text(manifest: Manifest) -> str:
+    """What the model id digests: everything that decides an embedding, one fact a line.
+
+    The preprocessing (colour order, mean, std as float32 bits, the flip) and the sha256
+    of every graph that computes an embedding (trunk and branches). The C++ runtime
+    writes the same text (cpp/src/package.cpp), so both read each other's galleries.
+    """
+    pre = manifest.preprocess
+    lines = [
+        "btnet-edge model id 2",
+        f"architecture {manifest.architecture}",
+        f"embedding_size {manifest.embedding_size}",
+        f"color_order {pre.color_order}",
+        "mean " + " ".join(struct.pack(">f", v).hex() for v in pre.mean),
+        "std " + " ".join(struct.pack(">f", v).hex() for v in pre.std),
+        f"flip_tta {int(pre.flip_tta)}",
+    ]
+    for file in sorted({manifest.trunk.file, *(b.file for b in manifest.branches)}):
+        lines.append(f"graph {file} {manifest.files[file]}")
+    return "\n".join(lines) + "\n"
+
+
 def model_id(manifest: Manifest) -> str:
-    """What a gallery records as its model: embeddings of another trunk are not comparable."""
-    return f"{manifest.architecture}:trunk-sha256:{manifest.files[manifest.trunk.file][:16]}"
+    """What a gallery records as its model: embeddings of another model, or of the same graphs fed another
+    preprocessing, are not comparable. ``<architecture>:model-sha256:<16 hex of sha256(model_id_text)>``."""
+    digest = hashlib.sha256(model_id_text(manifest).encode("utf-8")).hexdigest()
+    return f"{manifest.architecture}:{MODEL_ID_SCHEME}:{digest[:16]}"
+
+
+def model_id_note(recorded: str | None) -> str:
+    """Extra advice when a gallery's recorded id is of the older kind (btnet-edge 0.1), else ''."""
+    if recorded and f":{LEGACY_MODEL_ID_SCHEME}:" in recorded:
+        return (" (this gallery was enrolled by btnet-edge 0.1, whose model id covered only the trunk; ids now cover "
+                "the preprocessing and every graph, so re-enroll the people into a new gallery with this version)")
+    return ""

@@ -180,8 +180,10 @@ class Gallery:
             raise GalleryError(f"{self.path}: gallery holds {self.embedding_size}-d embeddings, the model gives "
                                f"{embedding_size}-d; {advice}")
         if model_id is not None and self.model_id is not None and model_id != self.model_id:
+            from ..package.manifest import model_id_note
+
             raise GalleryError(f"{self.path}: gallery was enrolled with model {self.model_id!r}, not {model_id!r}; "
-                               f"{advice}")
+                               f"{advice}{model_id_note(self.model_id)}")
         if model_id is not None and self.model_id is None:
             log.warning("%s: gallery records no model id; cannot check it matches %s", self.path, model_id)
 

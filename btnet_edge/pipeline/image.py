@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import ImageTooLargeError, InputImageError
 from ..limits import MAX_IMAGE_PIXELS_ENV, max_image_pixels
-from .image_header import image_size
+from .image_header import FORMATS, image_format, image_size
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +64,31 @@ def check_bgr_image(img: Any) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def check_image_pixels(data: np.ndarray | bytes, name: str, max_pixels: int | None = None) -> None:
-    """Refuse an encoded image whose header declares more than ``max_pixels`` before decoding it."""
+def check_image_pixels(data: np.ndarray | bytes, name: str, max_pixels: int | None = None) -> tuple[int, int]:
+    """(width, height) of an encoded image from its header; refuse it before decoding when over ``max_pixels``.
+
+    A file whose size cannot be read from its header (an unknown format, a damaged header)
+    is refused too: what cannot be bounded is never handed to a decoder.
+    """
     limit = max_image_pixels() if max_pixels is None else max_pixels
-    size = image_size(memoryview(data))
-    if size is not None and size[0] * size[1] > limit:
+    view = memoryview(data).cast("B")
+    if len(view) == 0:
+        raise InputImageError(f"{name} is empty (0 bytes); it is not an image")
+    size = image_size(view)
+    if size is None:
+        kind = image_format(view)
+        if kind is None:
+            raise InputImageError(f"cannot decode {name} as an image ({len(view)} bytes): it is not a "
+                                  f"{'/'.join(FORMATS)} file")
+        raise InputImageError(f"{name}: its {kind} header does not declare a readable size (damaged or truncated "
+                              "file), so it is not decoded; re-save it as JPEG or PNG")
+    if size[0] * size[1] > limit:
         raise ImageTooLargeError(
             f"{name} is {size[0]} x {size[1]} px ({size[0] * size[1] / 1e6:.0f} MP), over the limit of "
             f"{limit / 1e6:.0f} MP (decoding it would take {3 * size[0] * size[1] / 2**30:.1f} GiB); shrink it, or "
             f"raise the limit with {MAX_IMAGE_PIXELS_ENV}=<pixels> if you trust the file"
         )
+    return size
 
 
 def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
@@ -91,13 +106,16 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:
         raise InputImageError(f"cannot read {path}: {exc.strerror or exc}; check its permissions") from None
-    check_image_pixels(data, str(path), max_pixels)
-    img = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR) if data.size else None
+    width, height = check_image_pixels(data, str(path), max_pixels)
+    img = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     if img is None or img.size == 0:
         raise InputImageError(
-            f"cannot decode {path} as an image ({data.size} bytes): it is not a JPEG/PNG/BMP/TIFF/WebP "
-            "file OpenCV can read, or it is truncated"
+            f"cannot decode {path} as an image ({data.size} bytes): OpenCV here has no decoder for it, or the "
+            "file is truncated"
         )
+    if img.shape[0] * img.shape[1] > width * height:  # the decoder read another size than the header declared
+        raise InputImageError(f"{path} decoded to {img.shape[1]} x {img.shape[0]} px although its header declares "
+                              f"{width} x {height}; the file is damaged or crafted, so it is refused")
     if img.dtype != np.uint8:
         raise InputImageError(
             f"{path} holds {img.dtype} pixels (16-bit or float image); the detector needs 8-bit photos. "

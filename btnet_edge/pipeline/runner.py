@@ -50,7 +50,7 @@ def backend_factory(package: ModelPackage, backend: str = "auto", device: str = 
         from ..backends.ort import OrtBackend
 
         return lambda file: OrtBackend(package.path(file), device=device, threads=threads,
-                                       read_model=lambda: package.read_verified(file))
+                                       read_model=lambda: package.read_verified(file), read_file=package.read_verified)
     if backend == "torch":
         from ..backends.torch_backend import TorchBackend
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -51,11 +53,13 @@ def iter_frames(inputs: Sequence[str], max_frames: int | None = None, stride: in
     """Frames of every input in order; a camera is given by its index ("0"), read up to ``max_frames``."""
     for item in expand_inputs(inputs):
         if item.isdigit() and not Path(item).exists():
-            yield from _video(item, cv2.VideoCapture(int(item)), max_frames or 100, stride)
+            yield from _video(item, open_camera(int(item)), max_frames or 100, stride)
         elif Path(item).suffix.lower() in VIDEO_SUFFIXES:
             if not Path(item).is_file():
                 raise InputImageError(f"video {item} does not exist")
-            yield from _video(item, cv2.VideoCapture(item), max_frames, stride)
+            with _opencv_quiet():
+                capture = cv2.VideoCapture(item)
+            yield from _video(item, capture, max_frames, stride)
         else:
             yield Frame(item, None, read_image(item))
 
@@ -79,14 +83,61 @@ def count_frames(inputs: Sequence[str], max_frames: int | None = None, stride: i
     return total
 
 
+@contextmanager
+def _opencv_quiet() -> Iterator[None]:
+    """OpenCV's own log lines off while it probes backends: a failure becomes one error line of ours."""
+    logging_api = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging_api is None or log.isEnabledFor(logging.DEBUG):  # --verbose: let OpenCV say what it tried
+        yield
+        return
+    previous = logging_api.setLogLevel(logging_api.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        logging_api.setLogLevel(previous)
+
+
+def open_camera(index: int) -> cv2.VideoCapture:
+    """Camera ``index`` opened, or one clear error (on Linux, a missing /dev/videoN is told before OpenCV runs)."""
+    if sys.platform.startswith("linux"):
+        device = Path(f"/dev/video{index}")
+        if not device.exists():
+            found = sorted(str(p) for p in Path("/dev").glob("video[0-9]*"))
+            raise InputImageError(f"no camera {index}: {device} does not exist ("
+                                  + (f"cameras here: {', '.join(found)}" if found else "this machine has no camera")
+                                  + "); plug one in, or give a video file or images")
+    with _opencv_quiet():
+        capture = cv2.VideoCapture(index)
+    if not capture.isOpened():
+        capture.release()
+        raise InputImageError(f"cannot open camera {index}: it is missing, busy or not permitted (rerun with "
+                              "--verbose to see what OpenCV tried)")
+    return capture
+
+
+def _declared_frames(capture: cv2.VideoCapture) -> int | None:
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    return count if count > 0 else None
+
+
 def _video(name: str, capture: cv2.VideoCapture, max_frames: int | None, stride: int) -> Iterator[Frame]:
+    """Frames of a video or camera; a file that ends before the frames its header declares is an error at the end.
+
+    OpenCV reads a damaged video up to the damage and then reports the end of the file:
+    without the comparison a cut clip would look complete (exit 0, no error).
+    """
     if not capture.isOpened():
         raise InputImageError(f"cannot open video or camera {name}: check the path or index and the codec")
     index = produced = 0
+    declared = _declared_frames(capture) if not name.isdigit() else None
+    stopped_early = False
     source_fps = capture.get(cv2.CAP_PROP_FPS)
     fps = source_fps / stride if source_fps and source_fps > 0 else None
     try:
-        while max_frames is None or produced < max_frames:
+        while True:
+            if max_frames is not None and produced >= max_frames:
+                stopped_early = True
+                break
             ok, image = capture.read()
             if not ok:
                 break
@@ -98,3 +149,12 @@ def _video(name: str, capture: cv2.VideoCapture, max_frames: int | None, stride:
         capture.release()
     if produced == 0:
         raise InputImageError(f"{name} yielded no frames: the file is empty or its codec is not supported by OpenCV")
+    if declared is not None and not stopped_early and index < declared - _count_tolerance(declared):
+        raise InputImageError(f"{name}: read {index} of the {declared} frames its header declares: the video is "
+                              f"damaged or cut after frame {index - 1} (the frames before it were processed); "
+                              "repair or re-encode it, e.g. ffmpeg -i IN -c:v libx264 OUT.mp4")
+
+
+def _count_tolerance(declared: int) -> int:
+    """Frames a header may overstate without damage: Matroska/WebM estimate the count from duration x fps."""
+    return 1 + declared // 200

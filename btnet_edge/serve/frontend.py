@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import BtnetError, InputImageError
 from ..package.loader import ModelPackage, load_package
+from ..pipeline.image_header import image_size
 from ..pipeline.recognizer import Recognizer
 from .config import ServeConfig
 from .protocol import face_to_wire
@@ -63,6 +64,13 @@ def decode_image(body: bytes, max_bytes: int, max_pixels: float) -> np.ndarray:
     if len(body) > max_bytes:
         raise HttpError(413, f"request of {len(body)} bytes is over the limit of {max_bytes} bytes; "
                              "send a smaller or more compressed image, or start the server with a larger --max-request-mb")
+    size = image_size(body)  # from the header: a decompression bomb is refused before it is decoded
+    if size is None:
+        raise HttpError(400, f"the {len(body)} bytes are not an image whose size can be read from its header; POST "
+                             "the bytes of a JPEG/PNG/BMP/WebP file")
+    if size[0] * size[1] > max_pixels:
+        raise HttpError(413, f"image of {size[0]}x{size[1]} px is over the limit of {max_pixels / 1e6:g} Mpx; send a "
+                             "smaller frame or raise --max-image-mpx")
     frame = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
     if frame is None or frame.size == 0:
         raise HttpError(400, f"the {len(body)} bytes are not an image OpenCV can decode; POST the bytes of a "

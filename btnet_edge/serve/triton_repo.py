@@ -18,12 +18,12 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
 from ..package.loader import load_package
+from ..safe_io import staging_folder
 from .pbtxt import Enum, to_pbtxt
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def export_triton(package_dir: str | Path, out: str | Path, engines: str | Path 
             raise ConfigError(f"{out} was not written by btnet-edge export-triton (no btnet_repository.json); "
                               "refusing to replace it: choose another folder")
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    staging = staging_folder(out)
     try:
         for name, model in models.items():
             folder = staging / name / VERSION

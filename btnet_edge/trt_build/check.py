@@ -68,9 +68,11 @@ def ort_reference(package: ModelPackage) -> tuple[Embedder, list[Backend]]:
     """The FP32 reference: the package's own graphs on ONNX Runtime CPU."""
     from ..backends.ort import OrtBackend
 
-    branches = {b.resolution: OrtBackend(package.path(b.file), read_model=lambda f=b.file: package.read_verified(f))
+    branches = {b.resolution: OrtBackend(package.path(b.file), read_model=lambda f=b.file: package.read_verified(f),
+                                       read_file=package.read_verified)
                 for b in package.manifest.branches}
-    trunk = OrtBackend(package.trunk_path, read_model=lambda: package.read_verified(package.manifest.trunk.file))
+    trunk = OrtBackend(package.trunk_path, read_model=lambda: package.read_verified(package.manifest.trunk.file),
+                       read_file=package.read_verified)
     return embedder(package.manifest, branches, trunk), [*branches.values(), trunk]
 
 
@@ -100,12 +102,16 @@ def face_inputs(manifest: Manifest, folder: str | Path, limit: int = 16) -> dict
     """
     import cv2
 
+    from ..errors import InputImageError
+    from ..pipeline.image import read_image
+
     paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
     crops = []
     for path in paths:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            log.warning("skipping unreadable image %s", path)
+        try:
+            image = read_image(path)  # bounded by its header, like every photo we read
+        except InputImageError as exc:
+            log.warning("skipping %s: %s", path, exc)
             continue
         h, w = image.shape[:2]
         side = min(h, w)

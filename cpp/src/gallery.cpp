@@ -62,7 +62,12 @@ Gallery::Gallery(const std::filesystem::path& path, const std::string& model_id,
                        "-d embeddings, the model gives " + std::to_string(embedding_size) + "-d; " + advice);
   if (!model_id.empty() && meta.count("model_id") && meta["model_id"] != model_id)
     throw GalleryError(path.string() + ": gallery was enrolled with model '" + meta["model_id"] + "', not '" +
-                       model_id + "'; " + advice);
+                       model_id + "'; " + advice +
+                       (meta["model_id"].find(":trunk-sha256:") != std::string::npos
+                            ? " (this gallery was enrolled by btnet-edge 0.1, whose model id covered only the trunk; "
+                              "ids now cover the preprocessing and every graph, so re-enroll the people into a new "
+                              "gallery with this version)"
+                            : ""));
   for (const auto& [key, value] : meta) {
     if (key == "threshold") default_threshold_ = std::stof(value);
     if (key.rfind("threshold.", 0) == 0) thresholds_[std::stoi(key.substr(10))] = std::stof(value);

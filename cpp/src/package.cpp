@@ -2,7 +2,9 @@
 #include "btnet_edge/package.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -248,8 +250,54 @@ ModelPackage load_package(const std::filesystem::path& folder, bool verify) {
   return ModelPackage{folder, std::move(manifest)};
 }
 
+namespace {
+
+std::string hex_of(const unsigned char* bytes, size_t length) {
+  static const char* digits = "0123456789abcdef";
+  std::string hex;
+  for (size_t i = 0; i < length; ++i) {
+    hex += digits[bytes[i] >> 4];
+    hex += digits[bytes[i] & 15];
+  }
+  return hex;
+}
+
+std::string sha256_of_text(const std::string& text) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  EVP_Digest(text.data(), text.size(), digest, &length, EVP_sha256(), nullptr);
+  return hex_of(digest, length);
+}
+
+// float32 bits, big-endian hex: what Python's struct.pack(">f", v).hex() gives.
+std::string float_bits(float value) {
+  uint32_t bits = 0;
+  std::memcpy(&bits, &value, sizeof bits);
+  const unsigned char bytes[4] = {static_cast<unsigned char>(bits >> 24), static_cast<unsigned char>(bits >> 16),
+                                  static_cast<unsigned char>(bits >> 8), static_cast<unsigned char>(bits)};
+  return hex_of(bytes, 4);
+}
+
+std::string triple_bits(const std::array<float, 3>& values) {
+  return float_bits(values[0]) + " " + float_bits(values[1]) + " " + float_bits(values[2]);
+}
+
+}  // namespace
+
+std::string model_id_text(const Manifest& manifest) {
+  const Preprocess& pre = manifest.preprocess;
+  std::string text = "btnet-edge model id 2\narchitecture " + manifest.architecture + "\nembedding_size " +
+                     std::to_string(manifest.embedding_size) + "\ncolor_order " + pre.color_order + "\nmean " +
+                     triple_bits(pre.mean) + "\nstd " + triple_bits(pre.std) + "\nflip_tta " +
+                     (pre.flip_tta ? "1" : "0") + "\n";
+  std::set<std::string> graphs{manifest.trunk.file};
+  for (const BranchInfo& branch : manifest.branches) graphs.insert(branch.file);
+  for (const std::string& file : graphs) text += "graph " + file + " " + manifest.files.at(file) + "\n";
+  return text;
+}
+
 std::string gallery_model_id(const Manifest& manifest) {
-  return manifest.architecture + ":trunk-sha256:" + manifest.files.at(manifest.trunk.file).substr(0, 16);
+  return manifest.architecture + ":model-sha256:" + sha256_of_text(model_id_text(manifest)).substr(0, 16);
 }
 
 }  // namespace btnet_edge

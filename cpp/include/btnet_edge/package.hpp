@@ -88,7 +88,11 @@ struct ModelPackage {
 // Open a package; with verify every file must exist and match its recorded sha256.
 ModelPackage load_package(const std::filesystem::path& folder, bool verify = true);
 
-// "<architecture>:trunk-sha256:<16 hex>": the id a gallery records (btnet_edge/cli/options.py).
+// What the model id digests: preprocessing (float32 bits) and the sha256 of the trunk and branch graphs, one
+// fact a line, byte for byte as btnet_edge.package.manifest.model_id_text writes it.
+std::string model_id_text(const Manifest& manifest);
+// "<architecture>:model-sha256:<16 hex of sha256(model_id_text)>": the id a gallery records
+// (btnet_edge.package.manifest.model_id).
 std::string gallery_model_id(const Manifest& manifest);
 
 }  // namespace btnet_edge
