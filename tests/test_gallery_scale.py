@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import btnet_edge.pipeline.gallery_index as gallery_index
+import btnet_edge.gallery.index as gallery_index
 from btnet_edge.errors import GalleryError
-from btnet_edge.pipeline.gallery import Gallery
+from btnet_edge.gallery import Gallery
 
 D = 32
 
@@ -91,7 +91,7 @@ def test_float16_halves_the_matrix(filled):
     sizes = {}
     for dtype in ("float32", "float16"):
         with Gallery(path, create=False, matrix_dtype=dtype) as gallery:
-            sizes[dtype] = gallery._refresh()._matrix.nbytes
+            sizes[dtype] = gallery.index_info()["matrix_bytes"]
     assert sizes["float16"] * 2 == sizes["float32"]
     with pytest.raises(GalleryError, match="matrix_dtype should be one of"):
         Gallery(path, create=False, matrix_dtype="int8").identify(np.ones(D))
@@ -102,7 +102,7 @@ def test_hand_edited_meta_is_a_clear_error(filled):
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE meta SET value = 'abc' WHERE key = 'threshold'")
     with Gallery(path, create=False) as gallery:
-        with pytest.raises(GalleryError, match="threshold in the meta table is not a number"):
+        with pytest.raises(GalleryError, match=r"stored threshold is .abc., not a cosine.*--threshold 0.3"):
             gallery.identify(np.ones(D))
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE meta SET value = 'abc' WHERE key = 'embedding_size'")

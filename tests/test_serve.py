@@ -22,7 +22,7 @@ import pytest
 
 from btnet_edge.bench.serve_load import run_load, same_faces, summarize
 from btnet_edge.errors import ServeError
-from btnet_edge.pipeline.gallery import Gallery
+from btnet_edge.gallery import Gallery
 from btnet_edge.pipeline.recognizer import Recognizer, main_face
 
 from .conftest import FIXTURES, needs_fixtures

@@ -52,7 +52,7 @@ def make_world(package: Path, work: Path) -> dict[str, Path]:
     """User files the cases must not destroy, and broken inputs to try."""
     from btnet_edge.package.loader import read_manifest
     from btnet_edge.package.manifest import model_id
-    from btnet_edge.pipeline.gallery import Gallery
+    from btnet_edge.gallery import Gallery
 
     photos = work / "photos"
     photos.mkdir(parents=True)

@@ -17,7 +17,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from ..pipeline.gallery import Gallery
+from ..gallery import Gallery
 
 log = logging.getLogger(__name__)
 

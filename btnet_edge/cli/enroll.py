@@ -31,9 +31,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..pipeline.enrollment import collect_identity, enroll_people, write_identity
+    from ..gallery.enrollment import collect_identity, enroll_people, write_identity
     from ..package.loader import read_manifest
-    from ..pipeline.gallery import Gallery
+    from ..gallery import Gallery
     from ..pipeline.sources import expand_inputs
 
     if (args.people is None) == (args.name is None):

@@ -20,7 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import GalleryError
-    from ..pipeline.gallery import Gallery
+    from ..gallery import Gallery
 
     with Gallery(args.gallery, create=False) as gallery:
         if args.remove:

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from ..pipeline.draw import draw_faces
-    from ..pipeline.gallery import Gallery
+    from ..gallery import Gallery
     from ..pipeline.sources import count_frames, expand_inputs, iter_frames
     from ..pipeline.track import Tracker
     from ..safe_io import check_file_target, refuse_inputs_as_target

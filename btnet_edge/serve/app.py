@@ -156,7 +156,7 @@ def preflight(config: ServeConfig) -> None:
     """Fail here, with the package's or gallery's own message, rather than as a replica that keeps dying."""
     from ..cli.options import gallery_model_id
     from ..package.loader import load_package
-    from ..pipeline.gallery import Gallery
+    from ..gallery import Gallery
 
     manifest = load_package(config.package).manifest  # sha256 of every file checked
     if config.gallery:

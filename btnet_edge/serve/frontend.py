@@ -97,7 +97,7 @@ class FrontEnd:
     def _make_recognizer(self) -> Recognizer:
         from ..cli.options import gallery_model_id
         from ..pipeline.detect import create_detector
-        from ..pipeline.gallery import Gallery
+        from ..gallery import Gallery
 
         c = self.config
         options = {k: v for k, v in (("score_threshold", c.det_threshold), ("max_side", c.max_side)) if v is not None}
