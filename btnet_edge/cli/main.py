@@ -30,6 +30,7 @@ SUBCOMMANDS = {
     "export-triton": "export_triton",
     "bench-gallery": "bench_gallery",
     "bench-cpp": "bench_cpp",
+    "keys": "keys",
 }
 
 log = logging.getLogger("btnet_edge")

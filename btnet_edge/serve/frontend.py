@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import BtnetError, InputImageError
 from ..package.loader import ModelPackage, load_package
+from ..pipeline.image_header import image_size
 from ..pipeline.recognizer import Recognizer
 from .config import ServeConfig
 from .protocol import face_to_wire
@@ -29,9 +30,10 @@ EmbedCall = Callable[[dict[int, np.ndarray]], Mapping[int, np.ndarray]]
 class HttpError(BtnetError):
     """A request the server answers with ``status`` and a message saying what to do."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.headers = headers or {}
 
 
 class RemoteRunner:
@@ -57,6 +59,10 @@ def decode_image(body: bytes, max_bytes: int, max_pixels: float) -> np.ndarray:
     if len(body) > max_bytes:
         raise HttpError(413, f"request of {len(body)} bytes is over the limit of {max_bytes} bytes; "
                              "send a smaller or more compressed image, or start the server with a larger --max-request-mb")
+    declared = image_size(body)  # from the header: a decompression bomb is refused before any pixel is decoded
+    if declared is not None and declared[0] * declared[1] > max_pixels:
+        raise HttpError(413, f"image of {declared[0]}x{declared[1]} px (declared by its header) is over the limit of "
+                             f"{max_pixels / 1e6:g} Mpx; send a smaller frame or raise --max-image-mpx")
     frame = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
     if frame is None or frame.size == 0:
         raise HttpError(400, f"the {len(body)} bytes are not an image OpenCV can decode; POST the bytes of a "
@@ -103,10 +109,10 @@ class FrontEnd:
         options = {k: v for k, v in (("score_threshold", c.det_threshold), ("max_side", c.max_side)) if v is not None}
         detector = create_detector(c.detector, kind=c.detector_kind, threads=c.threads, **options)
         gallery = None
-        if c.gallery:  # one SQLite connection per thread: sqlite3 connections are not shared across threads
+        if c.gallery:  # one connection per thread; written only through admin keys (read-only without keys)
             manifest = self.package.manifest
             gallery = Gallery(c.gallery, embedding_size=manifest.embedding_size, create=False,
-                              model_id=gallery_model_id(manifest))
+                              readonly=not c.api_keys, model_id=gallery_model_id(manifest))
         rec = Recognizer(self.package, detector=detector, gallery=gallery, threads=c.threads)
         rec.runner = RemoteRunner(self._embed)  # graphs run in the embedder; this Recognizer never loads them
         with self._lock:
