@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
 D = 4
 SCHEMA = "btnet_gallery"
+pytestmark = pytest.mark.postgres
 
 
 def axis(i: int, d: int = D) -> np.ndarray:

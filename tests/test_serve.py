@@ -258,4 +258,6 @@ def test_bench_serve_on_the_running_server(server, tiny_package, gallery_path, t
     assert min(per_frame) >= 6  # t1's six people at both scales
     assert load["batching"]["graphs"]["trunk"]["faces"] == 3 * sum(per_frame)  # each unique frame sent 3 times
     assert report["in_process"]["frames"] == 6 and report["kill"]["lost"] == 0 and report["kill"]["wrong"] == 0
+    for message in report["kill"]["error_messages"]:  # a killed front-end: 503 JSON from our proxy hook, no bare 500
+        assert "HTTP 503" in message and "500" not in message, message
     assert "faces/run" in capsys.readouterr().out

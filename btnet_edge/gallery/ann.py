@@ -33,6 +33,9 @@ class BinaryCodeIndex:
 
     def __init__(self, exact: ExactIndex, bits: int = CODE_BITS) -> None:
         self.faiss = require("faiss", extra="ann")
+        # A frame brings a few probes: OpenMP's threads cost more than they save there (one thread: 5 ms per probe
+        # at 1 M rows; two: 55 ms, on the shared 2-core machine), and serve runs one query per front-end thread.
+        self.faiss.omp_set_num_threads(1)
         self.exact = exact
         self.bits = bits
         rng = np.random.default_rng(PROJECTION_SEED)

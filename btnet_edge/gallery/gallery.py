@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import GalleryError
 from .index import Ranked
 from .records import (THRESHOLD_KEY, DamagedRow, IdentityInfo, Match, check_resolution, check_threshold, is_int,
-                      name_key, new_rows, normalise_name, per_row, row_problems, stored_thresholds, unit_rows)
+                      new_rows, normalise_name, per_row, row_problems, stored_thresholds, unit_rows)
 from .storage import FORMAT_TAG, SCHEMA_VERSION, GalleryStore
 
 log = logging.getLogger(__name__)
@@ -155,10 +155,12 @@ class Gallery:
         return added
 
     def _warn_near_duplicate_name(self, canonical: str) -> None:
+        """A new name that differs from an enrolled one only in case (a few exact lookups, no scan)."""
         if canonical in self:
             return
-        key = name_key(canonical)
-        similar = [i.name for i in self._store.identities() if name_key(i.name) == key]
+        variants = {canonical.lower(), canonical.upper(), canonical.title(), canonical.capitalize(),
+                    canonical.casefold()} - {canonical}
+        similar = sorted(v for v in variants if self._store.identity_id(v) is not None)
         if similar:
             log.warning("%s: enrolling %r as a new identity, but %s differ only in case: the same person?",
                         self.where, canonical, similar)
