@@ -31,6 +31,7 @@ SUBCOMMANDS = {
     "bench-gallery": "bench_gallery",
     "bench-cpp": "bench_cpp",
     "keys": "keys",
+    "bench-shared-gallery": "bench_shared_gallery",
 }
 
 log = logging.getLogger("btnet_edge")
