@@ -194,6 +194,14 @@ def cases(package: Path, work: Path, lines: list[tuple[str, str]] | None = None)
         ("run: --det-size 0", "run {PKG} {W}/photos --det-size 0"),
         ("export: ONNX trunk that is not ONNX", "export --trunk {W}/broken.onnx --out {W}/new_pkg --quiet"),
         ("bench-cpp: app is a text file", "bench-cpp {PKG} {W}/photos --app {W}/notes.txt"),
+        ("gallery: empty --remove", "gallery {W}/gallery.db --remove ''"),
+        ("gallery: --resolution without --threshold", "gallery {W}/gallery.db --resolution 14"),
+        ("run: PostgreSQL gallery unreachable", "run {PKG} {W}/photos --gallery postgresql://nobody@127.0.0.1:9/none"),
+        ("keys: revoke from a missing file", "keys revoke camera-1 --file {W}/nothere.json"),
+        ("keys: not a key file", "keys list --file {W}/notes.txt"),
+        ("serve: 0.0.0.0 without API keys", "serve {PKG} --host 0.0.0.0"),
+        ("serve: API key file missing", "serve {PKG} --api-keys {W}/nothere.json"),
+        ("bench-shared-gallery: photo missing", "bench-shared-gallery {PKG} --photo {W}/nothere.jpg"),
     ]
     return [(label, line.replace("{PKG}", shlex.quote(str(package))).replace("{W}", shlex.quote(str(work))))
             for label, line in lines]

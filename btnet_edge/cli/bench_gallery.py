@@ -27,6 +27,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--probes", type=positive_int, default=300, help="probes whose top-1 gives recall@1 (default 300)")
     p.add_argument("--db", type=Path, help="gallery file to create (kept) or reuse; default: a temp file, removed")
     p.add_argument("--json", type=Path, help="write the figures as JSON here")
+    p.add_argument("--libraries", action="store_true",
+                   help="instead: FAISS against usearch (HNSW graphs on --hnsw-embeddings rows, sign-code scans on "
+                        "--embeddings rows) on random vectors, as the approximate index was chosen (needs usearch)")
+    p.add_argument("--hnsw-embeddings", type=positive_int, default=100_000,
+                   help="rows of the HNSW builds of --libraries (default 100000: each build takes minutes)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -37,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.json is not None:
         check_file_target(args.json, "--json")
+    if args.libraries:
+        return _libraries(args)
     indexes = ["exact", "ann"] if args.index == "both" else [args.index]
     with tempfile.TemporaryDirectory(prefix="btnet-bench-gallery-") as scratch:
         path = args.db or Path(scratch) / "gallery.db"
@@ -51,4 +58,16 @@ def run(args: argparse.Namespace) -> int:
                     "settings": {k: str(v) for k, v in vars(args).items() if k != "run"},
                     "note": "absolute times depend on the machine and its load; compare rows of one run"}
         atomic_write_text(args.json, json.dumps(document, indent=2) + "\n", "--json")
+    return 0
+
+
+def _libraries(args: argparse.Namespace) -> int:
+    from ..bench.ann_libraries import compare, format_table
+    from ..safe_io import atomic_write_text
+
+    results = compare(args.hnsw_embeddings, args.embeddings, args.dim)
+    print(format_table(results))
+    if args.json is not None:
+        atomic_write_text(args.json, json.dumps({"results": results, "note": "random unit vectors; one machine shared "
+                                                 "with other jobs: compare rows of one run"}, indent=2) + "\n", "--json")
     return 0
