@@ -21,7 +21,9 @@ from .index import ExactIndex, Ranked
 log = logging.getLogger(__name__)
 
 CODE_BITS = 512
-CANDIDATES = 256  # rows rescored exactly per probe (at least 16 per wanted identity)
+# Rows rescored exactly per probe (at least 16 per wanted identity). 256 kept 91% of the hardest probes (cosine ~0.37 to
+# their target) at 1 M rows; the scan costs the same for any count, and rescoring 1024 rows takes well under 1 ms.
+CANDIDATES = 1024
 PROJECTION_SEED = 20231  # fixed: codes of one gallery must come from one projection
 _BLOCK = 1 << 15
 

@@ -149,7 +149,6 @@ class Gallery:
             copies = [s or f"embedding {i}" for i, (s, k) in enumerate(zip(src, kept[-1])) if not k]
             log.warning("%s: %d of %d embeddings for %r were already enrolled (the same photo again?) and were not "
                         "stored twice: %s", self.where, skipped, n, canonical, ", ".join(map(str, copies)))
-        self.last_skipped = skipped
         self._changed()
         log.debug("%s: enrolled %d embeddings for %r", self.where, added, canonical)
         return added

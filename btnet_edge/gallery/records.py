@@ -150,14 +150,15 @@ def row_problems(vectors: np.ndarray) -> list[str | None]:
 
 
 def new_rows(existing: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """Mask of ``vectors`` that are not near-copies of ``existing`` rows or of earlier ``vectors``."""
+    """Mask of ``vectors`` that are not near-copies of ``existing`` rows or of earlier kept ``vectors``."""
     keep = np.ones(len(vectors), bool)
-    seen = [existing] if len(existing) else []
-    for i, v in enumerate(vectors):
-        if any(len(s) and float(np.max(s @ v)) >= DUPLICATE_COSINE for s in seen):
-            keep[i] = False
-        else:
-            seen.append(v[None, :])
+    if len(existing):
+        keep &= (vectors @ existing.T.astype(vectors.dtype)).max(axis=1) < DUPLICATE_COSINE
+    if len(vectors) > 1:
+        close = (vectors @ vectors.T) >= DUPLICATE_COSINE
+        for i in range(1, len(vectors)):
+            if keep[i] and (close[i, :i] & keep[:i]).any():
+                keep[i] = False
     return keep
 
 
