@@ -207,8 +207,12 @@ def cases(package: Path, work: Path, lines: list[tuple[str, str]] | None = None)
             for label, line in lines]
 
 
+SQLITE_TRANSIENT = ("-wal", "-shm", "-journal")  # SQLite's own files beside a database: it makes and removes them
+
+
 def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {str(p): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not p.name.endswith(SQLITE_TRANSIENT)}
 
 
 def run_case(line: str) -> tuple[int, str]:

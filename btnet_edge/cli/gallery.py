@@ -30,6 +30,14 @@ def run(args: argparse.Namespace) -> int:
                           f"--threshold 0.35 --resolution {args.resolution}")
     if args.remove is not None and not args.remove.strip():
         raise ConfigError("--remove needs the name of an enrolled identity; see `btnet-edge gallery GALLERY` for them")
+    from ..gallery.records import check_resolution, check_threshold, normalise_name
+
+    if args.threshold is not None:  # checked before the gallery is opened for writing: a refused edit touches nothing
+        check_threshold(args.threshold)
+        if args.resolution is not None:
+            check_resolution(args.resolution)
+    for name in args.rename or ():
+        normalise_name(name)
     editing = args.remove is not None or args.rename is not None or args.threshold is not None
     with Gallery(args.gallery, create=False, readonly=not editing) as gallery:
         if args.remove is not None:
