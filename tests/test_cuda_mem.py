@@ -6,7 +6,7 @@ import types
 
 import pytest
 
-from btnet_edge.engines.cuda_mem import CudaPythonMemory, driver_cuda_version, driver_problem
+from btnet_edge.trt_runtime.device_memory import CudaPythonMemory, driver_cuda_version, driver_problem
 from btnet_edge.errors import BackendError, NoGpuError
 
 runtime = pytest.importorskip("cuda.bindings.runtime", reason="cuda-python is not installed (dev extra)")

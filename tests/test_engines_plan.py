@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from btnet_edge.engines._trt_compat import BUILDER_FLAG_FP16, STRONGLY_TYPED_FP16, simulated_features
-from btnet_edge.engines.cache_key import (
+from btnet_edge.trt_build.features import BUILDER_FLAG_FP16, STRONGLY_TYPED_FP16, simulated_features
+from btnet_edge.trt_runtime.cache_key import (
     EngineKey, RuntimeEnv, key_differences, key_for, load_sidecar, parse_l4t_release, read_existing_keys, save_key,
     stale_engines,
 )
-from btnet_edge.engines.targets import builtin_targets, load_target, target_from_dict
+from btnet_edge.trt_build.targets import builtin_targets, load_target, target_from_dict
 from btnet_edge.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ pytest.importorskip("onnx", reason="planning cuts and converts ONNX graphs: need
 
 @pytest.fixture(scope="module")
 def plans(tiny_package, tmp_path_factory) -> dict[str, dict]:
-    from btnet_edge.engines.plan import plan_engines
+    from btnet_edge.trt_build.plan import plan_engines
 
     target = replace(load_target("desktop-fp16"), trunk_form="segments", input_format="float")  # the fallback form
     return {v: plan_engines(tiny_package, target, simulated_features(v), tmp_path_factory.mktemp(f"trt{v}"),
@@ -47,18 +47,18 @@ def test_shipped_targets_load():
     for name in builtin_targets():
         target = load_target(name)
         assert target.precision == "fp16" and target.default_batch.min >= 1
-    assert (ROOT / "engines" / "targets" / "README.md").is_file()
+    assert (ROOT / "engines" / "README.md").is_file()
 
 
 def test_jetson_target_names_the_jetpack_tensorrt_releases():
-    text = (ROOT / "btnet_edge" / "engines" / "targets" / "jetson-orin-fp16.toml").read_text()
+    text = (ROOT / "btnet_edge" / "trt_build" / "targets" / "jetson-orin-fp16.toml").read_text()
     assert "JetPack 6.0 ships 8.6.2" in text and "6.1/6.2 ship 10.3" in text
     assert "JetPack 6 ships TensorRT 10.3" not in text
 
 
 def test_plan_refuses_switches_the_release_lacks(tiny_package, tmp_path):
     """TensorRT 8.5 (JetPack 5) has no compatibility or optimization-level switches: refused, not emitted."""
-    from btnet_edge.engines.plan import plan_engines
+    from btnet_edge.trt_build.plan import plan_engines
 
     base = replace(load_target("jetson-orin-fp16"), trunk_form="merged")
     for change in ({"version_compatible": True}, {"hardware_compatibility": "ampere_plus"},
@@ -75,7 +75,7 @@ def test_plan_refuses_switches_the_release_lacks(tiny_package, tmp_path):
 
 def test_stronglytyped_flag_only_where_it_means_something(tiny_package, tmp_path):
     """10.x with an FP16 ONNX needs --stronglyTyped; on 11 every network is strongly typed and the flag is a no-op."""
-    from btnet_edge.engines.plan import plan_engines
+    from btnet_edge.trt_build.plan import plan_engines
 
     target = replace(load_target("desktop-fp16"), detector=replace(load_target("desktop-fp16").detector, build=False))
     ten = replace(simulated_features("10.3"), builder_flag_fp16=False)
@@ -86,7 +86,7 @@ def test_stronglytyped_flag_only_where_it_means_something(tiny_package, tmp_path
 
 
 def test_target_by_path(tmp_path):
-    text = (ROOT / "btnet_edge" / "engines" / "targets" / "jetson-orin-fp16.toml").read_text()
+    text = (ROOT / "btnet_edge" / "trt_build" / "targets" / "jetson-orin-fp16.toml").read_text()
     path = tmp_path / "mine.toml"
     override = "\n[batch.branch.7]\nmin = 2\nopt = 3\nmax = 5\n"
     path.write_text(text.replace('name = "jetson-orin-fp16"', 'name = "mine"') + override)
@@ -191,7 +191,7 @@ def test_profiles_follow_the_target(plans):
 
 
 def test_merged_trunk_form_and_fp32(tiny_package, tmp_path):
-    from btnet_edge.engines.plan import plan_engines
+    from btnet_edge.trt_build.plan import plan_engines
 
     target = replace(load_target("desktop-fp16"), trunk_form="merged", precision="fp32")
     target = replace(target, detector=replace(target.detector, build=False))
@@ -206,15 +206,15 @@ def test_merged_trunk_form_and_fp32(tiny_package, tmp_path):
 def test_segments_chain_matches_trunk(plans, tiny_package):
     from btnet_edge.backends.base import TensorSpec
     from btnet_edge.backends.ort import OrtBackend
-    from btnet_edge.engines.trunk_chain import SegmentedTrunk
     from btnet_edge.package.loader import load_package
+    from btnet_edge.trt_runtime.engine_folder import engine_folder_from_json
+    from btnet_edge.trt_runtime.trunk_chain import SegmentedTrunk
 
     manifest = load_package(tiny_package).manifest
-    plan = plans["10.3"]
-    files = {e["name"]: e["onnx"] for e in plan["engines"]}
-    chain = plan["trunk"]["segments"]
+    folder = engine_folder_from_json(json.loads(json.dumps(plans["10.3"])))
+    chain = folder.segments
     specs = [TensorSpec(t.name, "float32", (-1, *t.shape)) for t in manifest.trunk.inputs]
-    trunk = SegmentedTrunk(chain, [OrtBackend(files[link["engine"]]) for link in chain], specs,
+    trunk = SegmentedTrunk(chain, [OrtBackend(folder.entry(link.engine).onnx) for link in chain], specs,
                            TensorSpec("embedding", "float32", (-1, manifest.embedding_size)))
     reference = OrtBackend(Path(tiny_package) / "trunk.onnx")
     rng = np.random.default_rng(1)
@@ -240,7 +240,7 @@ def test_l4t_parsing(tmp_path):
            "DATE: Tue Aug  1 19:57:35 UTC 2023")
     assert parse_l4t_release(jp6) == "36.3.0" and parse_l4t_release(jp5) == "35.4.1"
     assert parse_l4t_release("Ubuntu 22.04") is None
-    from btnet_edge.engines.cache_key import read_l4t_release
+    from btnet_edge.trt_runtime.cache_key import read_l4t_release
 
     (tmp_path / "nv_tegra_release").write_text(jp6 + "\n")
     assert read_l4t_release(tmp_path / "nv_tegra_release") == "36.3.0"
@@ -287,7 +287,7 @@ def test_sidecar_roundtrip(plans, tmp_path):
 
 
 def test_mismatch_error_names_both_sides(plans, tmp_path):
-    from btnet_edge.engines.cache_key import require_match
+    from btnet_edge.trt_runtime.cache_key import require_match
     from btnet_edge.errors import EngineMismatchError
 
     entry = plans["10.3"]["engines"][0]

@@ -2,7 +2,7 @@
 
 ``tensorrt-rtx-cu12`` (dev extra, PyPI) runs the real ONNX parser, optimization profiles
 (min-0 merged trunk included), strongly typed FP16 graphs and builder settings of
-:mod:`btnet_edge.engines.builder`, the same code path as TensorRT 8.6-11 on Jetson and
+:mod:`btnet_edge.trt_build.builder`, the same code path as TensorRT 8.6-11 on Jetson and
 desktop. Running the engines needs an RTX GPU (tests/test_trt_gpu.py).
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from btnet_edge.engines.targets import load_target
+from btnet_edge.trt_build.targets import load_target
 
 pytest.importorskip("onnx", reason="planning writes ONNX graphs: needs onnx")
 trt = pytest.importorskip("tensorrt_rtx", reason="TensorRT for RTX is not installed (pip install tensorrt-rtx-cu12, "
@@ -69,9 +69,9 @@ def test_second_build_rebuilds_nothing(rtx_build, tiny_package):
 
 def test_segments_and_fp32_build(tiny_package, tmp_path):
     """The fallback trunk form in FP32 through build_all."""
-    from btnet_edge.engines._trt_compat import features_of
-    from btnet_edge.engines.builder import build_all
-    from btnet_edge.engines.plan import plan_engines
+    from btnet_edge.trt_build.features import features_of
+    from btnet_edge.trt_build.builder import build_all
+    from btnet_edge.trt_build.plan import plan_engines
 
     target = replace(load_target("desktop-rtx"), trunk_form="segments", precision="fp32")
     target = replace(target, detector=replace(target.detector, build=False))
@@ -86,9 +86,9 @@ def test_segments_and_fp32_build(tiny_package, tmp_path):
 
 def test_turing_builds_with_an_fp16_head(tiny_package, tmp_path):
     """RTX 20xx: TensorRT for RTX compiles no FP32 GEMM for SM 7.5 (found by building here), so the head is FP16."""
-    from btnet_edge.engines._trt_compat import features_of
-    from btnet_edge.engines.builder import build_all
-    from btnet_edge.engines.plan import plan_engines
+    from btnet_edge.trt_build.features import features_of
+    from btnet_edge.trt_build.builder import build_all
+    from btnet_edge.trt_build.plan import plan_engines
 
     target = replace(load_target("desktop-rtx"), compute_capabilities=("7.5",))
     target = replace(target, detector=replace(target.detector, build=False))
@@ -108,7 +108,7 @@ def test_real_mobilefacenet_package_builds(mfn_package, tmp_path):
 
 
 def test_rtx_target_rejects_tensorrt_only_fields():
-    from btnet_edge.engines.targets import target_from_dict
+    from btnet_edge.trt_build.targets import target_from_dict
     from btnet_edge.errors import ConfigError
 
     base = {"name": "t", "workspace_mb": 64, "batch": {"default": {"min": 1, "opt": 1, "max": 2}}}
@@ -124,7 +124,7 @@ def test_rtx_target_rejects_tensorrt_only_fields():
 
 def test_parsed_io_is_what_the_runtime_binds(rtx_build, tiny_package, tmp_path):
     """The builder checks the parsed network's I/O names and types against the plan before building."""
-    from btnet_edge.engines.builder import build_engine
+    from btnet_edge.trt_build.builder import build_engine
     from btnet_edge.errors import BackendError
 
     out, _ = rtx_build
@@ -141,7 +141,7 @@ def test_parsed_io_is_what_the_runtime_binds(rtx_build, tiny_package, tmp_path):
 
 def test_check_without_a_gpu_says_so(rtx_build, tiny_package):
     """btnet-edge check on built engines where no driver answers: exit 1, the reason, no traceback."""
-    from btnet_edge.engines.cuda_mem import driver_cuda_version
+    from btnet_edge.trt_runtime.device_memory import driver_cuda_version
 
     if driver_cuda_version() is not None:
         pytest.skip("this machine has an NVIDIA driver: tests/test_trt_gpu.py runs check for real")

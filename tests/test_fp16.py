@@ -7,6 +7,8 @@ and on the ONNX reference evaluator, which really computes in float16.
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +19,10 @@ from tests.conftest import FIXTURES
 onnx = pytest.importorskip("onnx", reason="the FP16 conversion rewrites ONNX graphs: needs onnx (btnet-edge[trt])")
 
 from btnet_edge.backends.ort import OrtBackend  # noqa: E402
-from btnet_edge.engines.check import (  # noqa: E402
+from btnet_edge.trt_build.check import (  # noqa: E402
     compare, cosine_rows, face_inputs, ort_reference, plan_embedder, random_inputs,
 )
-from btnet_edge.engines.fp16 import FLOAT, FLOAT16, convert_to_fp16  # noqa: E402
+from btnet_edge.trt_build.fp16 import FLOAT, FLOAT16, convert_to_fp16  # noqa: E402
 
 FACES = FIXTURES / "images" / "people"
 GRAPHS = ("branch_28.onnx", "branch_7.onnx", "trunk.onnx", "fused_14.onnx")
@@ -135,7 +137,7 @@ def test_cosine_on_reference_evaluator(converted, tensors):
 
 
 def test_detector_fp16(tmp_path):
-    from btnet_edge.engines.plan import DETECTOR_INPUT, DETECTOR_OUTPUTS, detector_onnx_bytes
+    from btnet_edge.trt_build.plan import DETECTOR_INPUT, DETECTOR_OUTPUTS, detector_onnx_bytes
 
     model = onnx.load_from_string(detector_onnx_bytes())
     assert [i.name for i in model.graph.input] == [DETECTOR_INPUT]
@@ -155,16 +157,19 @@ def test_detector_fp16(tmp_path):
 
 def test_check_logic_on_cpu(mfn_package, inputs, tmp_path):
     """btnet-edge check's comparison, with the strongly typed plan's FP16 ONNX standing in for engines."""
-    from btnet_edge.engines._trt_compat import simulated_features
-    from btnet_edge.engines.plan import plan_engines
-    from btnet_edge.engines.targets import load_target
+    from btnet_edge.trt_build.features import simulated_features
+    from btnet_edge.trt_build.plan import plan_engines
+    from btnet_edge.trt_build.targets import load_target
     from btnet_edge.package.loader import load_package
 
     package = load_package(mfn_package)
     target = load_target("jetson-orin-fp16")
     plan = plan_engines(mfn_package, target, simulated_features("11.4"), tmp_path)
     reference, _ = ort_reference(package)
-    candidate, opened = plan_embedder(package.manifest, plan, lambda entry: OrtBackend(entry["onnx"]))
+    from btnet_edge.trt_runtime.engine_folder import engine_folder_from_json
+
+    folder = engine_folder_from_json(json.loads(json.dumps(plan)))
+    candidate, opened = plan_embedder(package.manifest, folder, lambda entry: OrtBackend(entry.onnx))
     manifest, sets = inputs
     rows = []
     for source, per_resolution in sets.items():

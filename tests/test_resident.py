@@ -14,8 +14,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from btnet_edge.engines._trt_compat import simulated_features
-from btnet_edge.engines.targets import load_target
+from btnet_edge.trt_build.features import simulated_features
+from btnet_edge.trt_build.targets import load_target
 from btnet_edge.errors import BackendError
 
 pytest.importorskip("onnx", reason="planning writes the uint8-input graphs: needs onnx")
@@ -24,11 +24,17 @@ COUNTS = [(2, 1, 3, 1), (0, 2, 0, 1), (1, 0, 0, 0), (0, 0, 0, 2), (0, 0, 0, 0), 
 
 
 def _plan(package, folder, form, version="10.3", precision="fp32"):
-    from btnet_edge.engines.plan import plan_engines
+    from btnet_edge.trt_build.plan import plan_engines
 
     target = replace(load_target("desktop-fp16"), trunk_form=form, precision=precision)
     target = replace(target, detector=replace(target.detector, build=False))
     return json.loads(json.dumps(plan_engines(package, target, simulated_features(version), folder)))
+
+
+def _folder(plan):
+    from btnet_edge.trt_runtime.engine_folder import engine_folder_from_json
+
+    return engine_folder_from_json(plan)
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +55,10 @@ def _groups(counts, seed):
 
 @pytest.mark.parametrize("form", ["merged", "segments"])
 def test_resident_runner_matches_the_package(tiny_package, tmp_path, reference, form):
-    from btnet_edge.engines.resident import HostMemory, OrtExecutor, ResidentRunner
+    from btnet_edge.trt_runtime.resident import HostMemory, OrtExecutor, ResidentRunner
 
     plan = _plan(tiny_package, tmp_path, form)
-    runner = ResidentRunner(plan, OrtExecutor(plan), HostMemory())
+    runner = ResidentRunner(_folder(plan), OrtExecutor(_folder(plan)), HostMemory())
     for seed, counts in enumerate(COUNTS):
         groups = _groups(counts, seed)
         got, want = runner.embed(groups), reference(groups)
@@ -79,9 +85,9 @@ def test_resident_runner_matches_the_package(tiny_package, tmp_path, reference, 
 
 
 def test_segment_offsets_put_implants_after_the_trunk_rows(tiny_package, tmp_path):
-    from btnet_edge.engines.frame_layout import LayoutPlanner
+    from btnet_edge.trt_runtime.frame_layout import LayoutPlanner
 
-    planner = LayoutPlanner(_plan(tiny_package, tmp_path, "segments"))
+    planner = LayoutPlanner(_folder(_plan(tiny_package, tmp_path, "segments")))
     frame = planner.layout({112: 2, 28: 1, 14: 3, 7: 1})
     launches = {launch.engine: launch for launch in frame.launches}
     per_face_28 = 16 * 28 * 28 * 4
@@ -98,9 +104,9 @@ def test_segment_offsets_put_implants_after_the_trunk_rows(tiny_package, tmp_pat
 
 
 def test_merged_layout_writes_implants_into_trunk_inputs(tiny_package, tmp_path):
-    from btnet_edge.engines.frame_layout import LayoutPlanner
+    from btnet_edge.trt_runtime.frame_layout import LayoutPlanner
 
-    planner = LayoutPlanner(_plan(tiny_package, tmp_path, "merged"))
+    planner = LayoutPlanner(_folder(_plan(tiny_package, tmp_path, "merged")))
     frame = planner.layout({112: 0, 28: 2, 7: 1})
     branch = frame.launches[0]
     trunk = frame.launches[-1]
@@ -112,20 +118,20 @@ def test_merged_layout_writes_implants_into_trunk_inputs(tiny_package, tmp_path)
 
 
 def test_float_engines_are_refused(tiny_package, tmp_path):
-    from btnet_edge.engines.frame_layout import LayoutPlanner
+    from btnet_edge.trt_runtime.frame_layout import LayoutPlanner
 
     plan = _plan(tiny_package, tmp_path, "merged")
     with pytest.raises(BackendError, match="uint8_bgr"):
-        LayoutPlanner({**plan, "input_format": "float"})
+        LayoutPlanner(_folder({**plan, "input_format": "float"}))
 
 
 def test_strongly_typed_fp16_graphs_agree_by_cosine(tiny_package, tmp_path, reference):
     """The FP16 uint8-input graphs TensorRT 11 and TensorRT for RTX parse, run by the same runner."""
-    from btnet_edge.engines.resident import HostMemory, OrtExecutor, ResidentRunner
+    from btnet_edge.trt_runtime.resident import HostMemory, OrtExecutor, ResidentRunner
 
     plan = _plan(tiny_package, tmp_path, "merged", version="11.4", precision="fp16")
     assert all(e["onnx"].endswith(".u8.fp16.onnx") for e in plan["engines"])
-    runner = ResidentRunner(plan, OrtExecutor(plan), HostMemory())
+    runner = ResidentRunner(_folder(plan), OrtExecutor(_folder(plan)), HostMemory())
     groups = _groups((3, 3, 3, 3), 7)
     got, want = runner.embed(groups), reference(groups)
     for r in groups:
@@ -137,8 +143,8 @@ def test_detector_uint8_graph_matches_host_preprocessing(tmp_path):
     """RetinaFace with (x - mean) and NCHW inside the graph == the host blob it replaces (padding = mean colour)."""
     import onnxruntime as ort
 
-    from btnet_edge.engines.input_graph import write_uint8_input
-    from btnet_edge.engines.plan import DETECTOR_MEAN_BGR, detector_onnx_bytes
+    from btnet_edge.trt_build.input_graph import write_uint8_input
+    from btnet_edge.trt_build.plan import DETECTOR_MEAN_BGR, detector_onnx_bytes
 
     source = tmp_path / "det.onnx"
     source.write_bytes(detector_onnx_bytes())
@@ -153,7 +159,7 @@ def test_detector_uint8_graph_matches_host_preprocessing(tmp_path):
 
 def test_empty_outputs_with_dynamic_non_batch_dims():
     """A call with no faces returns zero rows without a launch, also for outputs like the detector's anchors."""
-    from btnet_edge.backends.trt import empty_outputs
+    from btnet_edge.trt_runtime.engine_backend import empty_outputs
 
     specs = {"input": (True, np.dtype(np.uint8), (1, -1, -1, 3)), "conf": (False, np.dtype(np.float32), (1, -1, 2)),
              "implant_7": (False, np.dtype(np.float32), (-1, 64, 7, 7))}
@@ -168,8 +174,8 @@ def test_detector_on_the_uint8_engine_graph_finds_the_same_faces(tmp_path):
     import cv2
 
     from btnet_edge.backends.ort import OrtBackend
-    from btnet_edge.engines.input_graph import write_uint8_input
-    from btnet_edge.engines.plan import DETECTOR_MEAN_BGR, detector_onnx_bytes
+    from btnet_edge.trt_build.input_graph import write_uint8_input
+    from btnet_edge.trt_build.plan import DETECTOR_MEAN_BGR, detector_onnx_bytes
     from btnet_edge.pipeline.detectors.retinaface import RetinaFaceDetector
     from tests.conftest import FIXTURES
 
@@ -192,7 +198,7 @@ def test_recognizer_on_the_resident_runner(tiny_package, tmp_path):
     """The Recognizer hands uint8 crops to a resident runner and gets the embeddings the per-graph runner gives."""
     import cv2
 
-    from btnet_edge.engines.resident import open_resident
+    from btnet_edge.trt_runtime.resident import open_resident
     from btnet_edge.pipeline.recognizer import Recognizer
     from tests.conftest import FIXTURES
 
@@ -201,8 +207,8 @@ def test_recognizer_on_the_resident_runner(tiny_package, tmp_path):
         pytest.skip(f"fixtures absent: {scene}")
     (tmp_path / "engines.json").write_text(json.dumps(_plan(tiny_package, tmp_path, "merged")))
     image = cv2.imread(str(scene))
-    with Recognizer(tiny_package) as reference, Recognizer(tiny_package) as resident:
-        resident.runner = open_resident(tmp_path, "onnxruntime")
+    with Recognizer(tiny_package) as reference, \
+            Recognizer(tiny_package, runner=open_resident(tmp_path, "onnxruntime")) as resident:
         want, got = reference.get(image), resident.get(image)
         assert resident.runner.stats.htod_copies == 1 and resident.runner.stats.dtoh_copies == 1
     assert len(want) == len(got) and sum(f.face_size > 90 for f in want) == 6  # t1's six people
@@ -217,9 +223,9 @@ def test_detector_top_k_graph_finds_the_same_faces(tmp_path, scene):
     import cv2
 
     from btnet_edge.backends.ort import OrtBackend
-    from btnet_edge.engines.detector_graph import anchor_count, top_anchors
-    from btnet_edge.engines.input_graph import save_if_changed, uint8_input
-    from btnet_edge.engines.plan import DETECTOR_MEAN_BGR, detector_onnx_bytes
+    from btnet_edge.trt_build.detector_graph import anchor_count, top_anchors
+    from btnet_edge.trt_build.input_graph import save_if_changed, uint8_input
+    from btnet_edge.trt_build.plan import DETECTOR_MEAN_BGR, detector_onnx_bytes
     from btnet_edge.pipeline.detectors.retinaface import RetinaFaceDetector
     from tests.conftest import FIXTURES
 
@@ -244,7 +250,7 @@ def test_detector_top_k_graph_finds_the_same_faces(tmp_path, scene):
 
 
 def test_top_k_must_fit_the_smallest_input():
-    from btnet_edge.engines.targets import target_from_dict
+    from btnet_edge.trt_build.targets import target_from_dict
     from btnet_edge.errors import ConfigError
 
     base = {"name": "t", "workspace_mb": 64, "batch": {"default": {"min": 1, "opt": 1, "max": 2}}}

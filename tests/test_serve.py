@@ -62,7 +62,7 @@ def frames() -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def gallery_path(tiny_package, tmp_path_factory) -> Path:
-    from btnet_edge.cli.options import gallery_model_id
+    from btnet_edge.package.manifest import model_id as gallery_model_id
 
     path = tmp_path_factory.mktemp("gallery") / "people.db"
     with Recognizer(tiny_package) as rec:
@@ -155,7 +155,7 @@ def test_bad_requests_get_4xx_with_a_message(server, client):
 
 
 def test_enrollment_while_serving_is_seen_by_the_next_request(client, frames, gallery_path, tiny_package):
-    from btnet_edge.cli.options import gallery_model_id
+    from btnet_edge.package.manifest import model_id as gallery_model_id
 
     faces = client.get_encoded(frames[3])
     assert all(f.identity != "left_person" for f in faces)

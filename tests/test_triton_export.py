@@ -104,13 +104,20 @@ def test_checks_catch_broken_wiring_and_shapes(repo, tmp_path):
 
 
 def test_engines_make_tensorrt_plans_capped_by_their_profile(tiny_package, tmp_path):
+    from dataclasses import replace
+
+    from btnet_edge.trt_build.features import simulated_features
+    from btnet_edge.trt_build.plan import plan_engines
+    from btnet_edge.trt_build.targets import BatchRange, load_target
+
+    pytest.importorskip("onnx", reason="planning writes the trunk segments: needs onnx")
     engines = tmp_path / "engines"
-    engines.mkdir()
-    (engines / "branch_28.engine").write_bytes(b"plan bytes")
-    profile = {"image_28": {"min": [1, 3, 28, 28], "opt": [8, 3, 28, 28], "max": [32, 3, 28, 28]}}
-    (engines / "engines.json").write_text(json.dumps({"engines": [
-        {"name": "branch_28", "engine": "branch_28.engine", "profiles": [profile]},
-        {"name": "branch_14", "engine": "branch_14.engine", "profiles": [profile]}]}))  # not built: stays ONNX
+    target = load_target("desktop-fp16")
+    target = replace(target, input_format="float", trunk_form="segments", branch_batch={28: BatchRange(1, 8, 32)},
+                     detector=replace(target.detector, build=False))
+    plan = plan_engines(tiny_package, target, simulated_features("10.3"), engines)
+    (engines / "engines.json").write_text(json.dumps(plan))
+    (engines / "branch_28.engine").write_bytes(b"plan bytes")  # branch_14 not built: stays ONNX
     out = tmp_path / "repo"
     export_triton(tiny_package, out, engines=engines)
     configs = read_configs(out)

@@ -54,7 +54,7 @@ def gpu():
     A driver that answers but is too old for the installed cuda-python (cudaErrorInsufficientDriver)
     fails here: skipping would hide a broken install.
     """
-    from btnet_edge.engines.builder import runtime_env
+    from btnet_edge.trt_runtime.cache_key import runtime_env
     from btnet_edge.errors import NoGpuError
 
     try:
@@ -67,10 +67,10 @@ def gpu():
 def built(gpu, tiny_package, tmp_path_factory):
     """Engines of the tiny package for the installed TensorRT, with a small target to keep builds short."""
     from btnet_edge._deps import require
-    from btnet_edge.engines._trt_compat import features_of
-    from btnet_edge.engines.builder import build_all
-    from btnet_edge.engines.plan import plan_engines
-    from btnet_edge.engines.targets import load_target
+    from btnet_edge.trt_build.features import features_of
+    from btnet_edge.trt_build.builder import build_all
+    from btnet_edge.trt_build.plan import plan_engines
+    from btnet_edge.trt_build.targets import load_target
 
     folder = tmp_path_factory.mktemp("engines")
     (folder / "gpu-test.toml").write_text(SMALL_TARGET)
@@ -110,7 +110,7 @@ def test_build_writes_engines_keys_and_manifest(built, gpu):
 
 
 def test_second_build_rebuilds_nothing(built):
-    from btnet_edge.engines.builder import build_all
+    from btnet_edge.trt_build.builder import build_all
 
     plan, folder, _ = built
     again = build_all(plan, folder)
@@ -119,7 +119,7 @@ def test_second_build_rebuilds_nothing(built):
 
 def test_branch_engines_match_onnx_runtime(built, tiny_package):
     """uint8 crops in, normalisation inside the engine; FP16 accepted by cosine, never by elementwise tolerance."""
-    from btnet_edge.backends.trt import TrtBackend
+    from btnet_edge.trt_runtime.engine_backend import TrtBackend
 
     plan, folder, _ = built
     for r in (28, 14, 7):
@@ -137,7 +137,7 @@ def test_branch_engines_match_onnx_runtime(built, tiny_package):
 def test_merged_trunk_runs_with_empty_inputs(built, tiny_package):
     """The min-0 profiles: does this TensorRT run a merged trunk whose inputs are partly empty (batch 0)?"""
     from btnet_edge.backends.ort import OrtBackend
-    from btnet_edge.backends.trt import TrtBackend
+    from btnet_edge.trt_runtime.engine_backend import TrtBackend
     from btnet_edge.package.loader import load_package
     from btnet_edge.pipeline.preprocess import preprocess
 
@@ -158,8 +158,8 @@ def test_merged_trunk_runs_with_empty_inputs(built, tiny_package):
 
 def test_resident_runner_on_tensorrt(built, tiny_package):
     """The device-resident path the Recognizer runs: one upload, one download, engines chained on the GPU."""
-    from btnet_edge.engines.check import compare, ort_reference, random_inputs, resident_embedder
-    from btnet_edge.engines.resident import open_resident
+    from btnet_edge.trt_build.check import compare, ort_reference, random_inputs, resident_embedder
+    from btnet_edge.trt_runtime.resident import open_resident
     from btnet_edge.package.loader import load_package
 
     _, folder, _ = built
@@ -175,7 +175,7 @@ def test_resident_runner_on_tensorrt(built, tiny_package):
 
 
 def test_detector_engine_runs(built):
-    from btnet_edge.backends.trt import TrtBackend
+    from btnet_edge.trt_runtime.engine_backend import TrtBackend
 
     _, folder, _ = built
     with TrtBackend(folder / "detector_retinaface.engine") as engine:
@@ -186,14 +186,20 @@ def test_detector_engine_runs(built):
 def test_stale_key_rebuilds_when_onnx_is_at_hand(built, tmp_path):
     import shutil
 
-    from btnet_edge.backends.trt import TrtBackend
-    from btnet_edge.engines.cache_key import key_path, load_sidecar, save_key
+    from btnet_edge.errors import EngineMismatchError
+    from btnet_edge.trt_build.builder import refresh_stale_engines
+    from btnet_edge.trt_runtime.cache_key import key_path, load_sidecar, save_key
+    from btnet_edge.trt_runtime.engine_backend import TrtBackend
 
     _, folder, _ = built
-    engine = tmp_path / "branch_7.engine"
-    shutil.copy(folder / "branch_7.engine", engine)
-    key, entry = load_sidecar(folder / "branch_7.engine")
+    copy = tmp_path / "engines"
+    shutil.copytree(folder, copy)
+    engine = copy / "branch_7.engine"
+    key, entry = load_sidecar(engine)
     save_key(engine, replace(key, gpu_name="Some Other GPU"), entry)
+    with pytest.raises(EngineMismatchError, match="Some Other GPU"):  # the runtime refuses, naming both GPUs
+        TrtBackend(engine).load()
+    assert refresh_stale_engines(copy) == ["branch_7"]  # what the CLI does first
     with TrtBackend(engine) as backend:
         backend.infer({"image_7": _crops(1, 7)})
     assert load_sidecar(engine)[0].gpu_name == key.gpu_name and key_path(engine).is_file()
@@ -202,11 +208,11 @@ def test_stale_key_rebuilds_when_onnx_is_at_hand(built, tmp_path):
 def test_strongly_typed_path(gpu, tiny_package, tmp_path):
     """The FP16 ONNX path of TensorRT 11, exercised wherever the STRONGLY_TYPED flag exists (10.x too)."""
     from btnet_edge._deps import require
-    from btnet_edge.backends.trt import TrtBackend
-    from btnet_edge.engines._trt_compat import features_of
-    from btnet_edge.engines.builder import build_all
-    from btnet_edge.engines.plan import plan_engines
-    from btnet_edge.engines.targets import load_target
+    from btnet_edge.trt_runtime.engine_backend import TrtBackend
+    from btnet_edge.trt_build.features import features_of
+    from btnet_edge.trt_build.builder import build_all
+    from btnet_edge.trt_build.plan import plan_engines
+    from btnet_edge.trt_build.targets import load_target
 
     features = features_of(require("tensorrt"))
     if not features.strongly_typed_flag:

@@ -78,7 +78,8 @@ class FaceAnalysis:
         """Load the sessions. ``det_size`` (w, h): one detection pass with the frame's long side scaled to
         ``max(det_size)``, as insightface does (the same faces); None uses btnet-edge's default detection
         plan, which adds an enlarged pass for faces down to 10 px (pipeline/detect_plan.py)."""
-        from ..pipeline.detect import create_detector
+        from ..pipeline.config import RecognizerConfig
+        from ..pipeline.detect_plan import DetectPlan
         from ..pipeline.recognizer import Recognizer
 
         if det_size is not None and (len(det_size) != 2 or min(det_size) < 32):
@@ -88,11 +89,11 @@ class FaceAnalysis:
         if self.recognizer is not None:
             self.recognizer.close()
         device = _device(ctx_id, self.providers)
-        sizing = {} if det_size is None else {"det_size": int(max(det_size)), "min_face_px": 0}
-        detector = create_detector(self.detector_spec, kind=self.detector_kind, device=device,
-                                   score_threshold=det_thresh, **sizing)
-        self.recognizer = Recognizer(self.package, backend=self.backend, detector=detector, device=device,
-                                     gallery=self.gallery)
+        plan = None if det_size is None else DetectPlan(det_size=int(max(det_size)), min_face_px=0)
+        config = RecognizerConfig(package=str(self.package.folder), backend=self.backend, device=device,
+                                  detector=None if self.detector_spec is None else str(self.detector_spec),
+                                  detector_kind=self.detector_kind, det_threshold=det_thresh, det_plan=plan)
+        self.recognizer = Recognizer.from_config(config, package=self.package, gallery=self.gallery)
         self.det_size = None if det_size is None else (int(det_size[0]), int(det_size[1]))
 
     def get(self, img: np.ndarray, max_num: int = 0) -> list[Face]:

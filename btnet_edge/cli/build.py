@@ -42,7 +42,8 @@ def _out_dir(args: argparse.Namespace, package_name: str, target_name: str) -> P
 def _features(args: argparse.Namespace, runtime: str = "tensorrt") -> tuple[Any, bool]:
     """Features of the target's TensorRT module (``tensorrt`` or ``tensorrt_rtx``) and whether they are simulated."""
     from .._deps import available
-    from ..engines._trt_compat import RTX_MODULE, features_of, simulated_features, trt_module
+    from ..trt_build.features import features_of, simulated_features
+    from ..trt_runtime.compat import RTX_MODULE, trt_module
     from ..errors import ConfigError
 
     if not args.dry_run:
@@ -79,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, scratch: Path | None, kept: bool) -> int:
-    from ..engines.plan import plan_engines
-    from ..engines.targets import load_target
+    from ..trt_build.plan import plan_engines
+    from ..trt_build.targets import load_target
     from ..package.loader import read_manifest
     from ..errors import OutputError
     from ..safe_io import check_file_target
@@ -111,7 +112,7 @@ def _run(args: argparse.Namespace, scratch: Path | None, kept: bool) -> int:
         say("dry run: nothing built" + ("" if kept else " and no file kept (pass --out to keep the ONNX inputs)")
             + (f"; plan written to {args.json}" if args.json not in (None, "-") else ""))
         return 0
-    from ..engines.builder import build_all
+    from ..trt_build.builder import build_all
 
     report = build_all(plan, out, force=args.force, progress=say)
     _emit(args.json, {**plan, "build": report})

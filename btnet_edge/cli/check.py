@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from ..engines.check import DEFAULT_MIN_MEAN_COSINE
+from ..trt_build.check import DEFAULT_MIN_MEAN_COSINE
 from .options import positive_int
 
 log = logging.getLogger(__name__)
@@ -31,36 +31,33 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .._deps import require
-    from ..errors import PackageError
-
-    manifest_path = args.engines / "engines.json"
-    module = json.loads(manifest_path.read_text()).get("tensorrt", {}).get("module", "tensorrt") \
-        if manifest_path.is_file() else "tensorrt"
-    require(module, extra="trt")  # tensorrt or tensorrt_rtx: exit 2 with the install hint before any work
-    from ..backends.trt import TrtBackend
-    from ..engines.check import close_all, compare, face_inputs, ort_reference, plan_embedder, random_inputs
-    from ..engines.plan import ENGINES_MANIFEST
     from ..package.loader import load_package
+    from ..trt_build.builder import refresh_stale_engines
+    from ..trt_build.check import close_all, compare, face_inputs, ort_reference, plan_embedder, random_inputs
+    from ..trt_runtime.engine_backend import TrtBackend
+    from ..trt_runtime.engine_folder import read_engine_folder
 
+    from ..trt_runtime.engine_folder import ENGINES_MANIFEST
+
+    module = read_engine_folder(args.engines).tensorrt_module if (args.engines / ENGINES_MANIFEST).is_file() \
+        else "tensorrt"
+    require(module, extra="trt")  # tensorrt or tensorrt_rtx: exit 2 with the install hint before any work
+    folder = read_engine_folder(args.engines)
     package = load_package(args.package)
-    plan_path = args.engines / ENGINES_MANIFEST
-    if not plan_path.is_file():
-        raise PackageError(f"{args.engines} has no {ENGINES_MANIFEST}; build the engines first: "
-                           f"btnet-edge build {args.package} --target TARGET --out {args.engines}")
-    plan = json.loads(plan_path.read_text())
-    if plan.get("package_name") != package.manifest.name:
+    if folder.package_name != package.manifest.name:
         log.warning("engines in %s were planned for package %r, checking against %r", args.engines,
-                    plan.get("package_name"), package.manifest.name)
+                    folder.package_name, package.manifest.name)
+    refresh_stale_engines(args.engines)
     reference, ref_backends = ort_reference(package)
-    if plan.get("input_format") == "uint8_bgr":  # what the Recognizer runs: the device-resident runner
-        from ..engines.check import resident_embedder
-        from ..engines.resident import open_resident
+    if folder.uint8:  # what the Recognizer runs: the device-resident runner
+        from ..trt_build.check import resident_embedder
+        from ..trt_runtime.resident import open_resident
 
-        resident = open_resident(args.engines, "tensorrt")
+        resident = open_resident(folder, "tensorrt")
         candidate, trt_backends = resident_embedder(resident), [resident]
     else:
-        candidate, trt_backends = plan_embedder(package.manifest, plan,
-                                                lambda e: TrtBackend(args.engines / e["engine"]))
+        candidate, trt_backends = plan_embedder(package.manifest, folder,
+                                                lambda e: TrtBackend(folder.engine_path(e)))
     try:
         rows = compare(reference, candidate, random_inputs(package.manifest, args.samples, args.seed), "random",
                        args.threshold)

@@ -83,7 +83,7 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_backend_options(parser: argparse.ArgumentParser) -> None:
-    from ..pipeline.runner import BACKENDS
+    from ..pipeline.config import BACKENDS
 
     group = parser.add_argument_group("backend")
     group.add_argument("--backend", choices=BACKENDS, default="auto", help="auto = ONNX Runtime (default)")
@@ -130,30 +130,64 @@ def add_dispatch_options(parser: argparse.ArgumentParser) -> None:
                             "all: use every branch (to test them); none: always upsample")
 
 
-def detector_from_args(args: argparse.Namespace):
-    """The face detector and its detection plan, configured by the detector options."""
-    from ..pipeline.detect import create_detector
+def det_plan_from_args(args: argparse.Namespace):
+    """The DetectPlan the detector options ask for, or None for the default plan."""
+    from ..pipeline.detect_plan import DetectPlan
 
-    options = {"score_threshold": args.det_threshold, "det_size": args.det_size, "upscale": args.det_upscale,
-               "max_side": args.max_side}
-    options = {k: v for k, v in options.items() if v is not None}
+    fields = {"det_size": args.det_size, "upscale": args.det_upscale, "max_side": args.max_side}
+    fields = {k: v for k, v in fields.items() if v is not None}
     if args.min_face is not None:  # 0 means: no enlarged pass
-        options["min_face_px"] = args.min_face if args.min_face > 0 else None
+        fields["min_face_px"] = args.min_face if args.min_face > 0 else None
     if args.det_tile is not None:
-        options["tile"] = args.det_tile or None
-    return create_detector(args.detector, kind=args.detector_kind, device=args.device, threads=args.threads, **options)
+        fields["tile"] = args.det_tile or None
+    return DetectPlan(**fields) if fields else None
+
+
+def detector_from_args(args: argparse.Namespace):
+    """The face detector the backend and detector options name (on TensorRT: the engine folder's detector engine)."""
+    from ..pipeline.config import detector_for
+
+    if args.backend == "tensorrt" and args.engines is None:
+        raise ConfigError("--backend tensorrt needs --engines DIR, a folder written by `btnet-edge build`")
+    engines = refresh_engines(args)
+    return detector_for(args.detector, args.detector_kind, backend=args.backend, engines=engines, device=args.device,
+                        threads=args.threads, score_threshold=args.det_threshold, plan=det_plan_from_args(args))
+
+
+def recognizer_config_from_args(args: argparse.Namespace):
+    """The RecognizerConfig of the shared backend, detector and (optional) dispatch options."""
+    from ..pipeline.config import RecognizerConfig
+
+    return RecognizerConfig(
+        package=str(args.package), backend=args.backend, device=args.device, threads=args.threads,
+        fp16=getattr(args, "fp16", False), engines=str(args.engines) if args.engines is not None else None,
+        detector=args.detector, detector_kind=args.detector_kind, det_threshold=args.det_threshold,
+        det_plan=det_plan_from_args(args), indicator=getattr(args, "indicator", None),
+        rounding=getattr(args, "rounding", None), align=getattr(args, "align", "landmarks"),
+        branches=getattr(args, "branches", "trained"))
+
+
+def refresh_engines(args: argparse.Namespace):
+    """On ``--backend tensorrt``: rebuild the folder's stale engines (a TensorRT upgrade, another GPU) first.
+
+    Returns the engine folder (None off TensorRT). Only the CLI rebuilds on its own; the
+    library refuses a stale engine and names the build command.
+    """
+    if args.backend != "tensorrt" or args.engines is None:
+        return args.engines
+    from ..trt_build.builder import refresh_stale_engines
+
+    refresh_stale_engines(args.engines)
+    return args.engines
 
 
 def recognizer_from_args(args: argparse.Namespace, gallery=None):
     """A Recognizer configured by the shared options (dispatch options are optional)."""
     from ..pipeline.recognizer import Recognizer
 
-    detector = detector_from_args(args)
-    return Recognizer(args.package, backend=args.backend, detector=detector, indicator=getattr(args, "indicator", None),
-                      rounding=getattr(args, "rounding", None), align=getattr(args, "align", "landmarks"),
-                      branches=getattr(args, "branches", "trained"),
-                      device=args.device, threads=args.threads, fp16=getattr(args, "fp16", False),
-                      engines=args.engines, gallery=gallery)
+    config = recognizer_config_from_args(args)
+    refresh_engines(args)
+    return Recognizer.from_config(config, gallery=gallery)
 
 
 def write_json(document: dict, target) -> None:

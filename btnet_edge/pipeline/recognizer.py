@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -20,17 +20,17 @@ from ..package.loader import ModelPackage, load_package
 from ..package.branch_status import branch_statuses, routes
 from ..package.manifest import TRUNK_RESOLUTION, DispatchPolicy, model_id
 from .align import align_face, crop_box
-from .detect import Detection, FaceDetector, create_detector
+from .config import RecognizerConfig, open_detector
+from .detect import Detection, FaceDetector
 from .detect_plan import DetectPlan
-from .dispatch import INDICATORS, ROUNDINGS, choose_resolution, face_size
+from .dispatch import choose_resolution, face_size
 from .face import Face
 from .image import check_bgr_image
 from .preprocess import l2_normalize, preprocess
-from .runner import PackageRunner, backend_factory
+from .runner import Runner, open_runner
 
 log = logging.getLogger(__name__)
 
-ALIGN_MODES = ("landmarks", "box")
 CONFIDENT_SHARE = 0.9  # main_face: the largest among faces scoring at least this share of the best
 MIN_FACE_PX = 2.0  # smaller boxes carry no identity: skipped, not embedded
 
@@ -59,31 +59,6 @@ class StageTimes:
         return asdict(self)
 
 
-def _resident_runner(backend: str, engines: str | None):
-    """TensorRT engines built with uint8 inputs run device-resident (engines/resident.py); others per graph."""
-    if backend != "tensorrt" or engines is None:
-        return None
-    import json
-
-    from ..engines.plan import ENGINES_MANIFEST
-
-    manifest = Path(engines) / ENGINES_MANIFEST
-    if not manifest.is_file() or json.loads(manifest.read_text()).get("input_format") != "uint8_bgr":
-        return None
-    from ..engines.resident import open_resident
-
-    return open_resident(engines, "tensorrt")
-
-
-def _trt_detector(backend: str, engines: str | None, detector: object, options: dict):
-    """On TensorRT with the default detector, the detector engine of the engine folder when it has one."""
-    if backend != "tensorrt" or detector is not None:
-        return None
-    from ..backends.trt import trt_detector
-
-    return trt_detector(engines, **options)
-
-
 class Recognizer:
     """Multi-resolution face recognition over a model package.
 
@@ -94,39 +69,58 @@ class Recognizer:
     sends faces whose branch is untrained or of unknown training to the upsample path
     (aligned at 112 for the trunk), "all" forces every branch (to test them), "none"
     always upsamples. ``det_plan`` (a :class:`~btnet_edge.pipeline.detect_plan.DetectPlan`:
-    det_size, min_face_px, upscale, tile, max_side) sets the detector's scales.
+    det_size, min_face_px, upscale, tile, max_side) sets the detector's scales. The keyword
+    settings make a :class:`~btnet_edge.pipeline.config.RecognizerConfig`
+    (:meth:`from_config` takes one directly). ``runner``: what embeds the faces (a
+    :class:`~btnet_edge.pipeline.runner.Runner`), opened from the settings when None.
     """
 
     def __init__(self, package: str | Path | ModelPackage, backend: str = "auto", detector: FaceDetector | str | None = None,
                  *, indicator: str | None = None, rounding: str | None = None, align: str = "landmarks",
                  device: str = "cpu", threads: int = 0, fp16: bool = False, engines: str | None = None,
                  gallery=None, det_threshold: float | None = None, max_side: int | None = None,
-                 branches: str = "trained", det_plan: DetectPlan | None = None) -> None:
-        self.package = package if isinstance(package, ModelPackage) else load_package(package)
+                 branches: str = "trained", det_plan: DetectPlan | None = None, runner: Runner | None = None) -> None:
+        loaded = package if isinstance(package, ModelPackage) else None
+        if max_side is not None:
+            det_plan = replace(det_plan or DetectPlan(), max_side=max_side)
+        given = detector if isinstance(detector, FaceDetector) else None
+        config = RecognizerConfig(
+            package=str(loaded.folder if loaded else package), backend=backend, device=device, threads=threads,
+            fp16=fp16, engines=str(engines) if engines is not None else None,
+            detector=None if given is not None or detector is None else str(detector), det_threshold=det_threshold,
+            det_plan=det_plan, indicator=indicator, rounding=rounding, align=align, branches=branches)
+        self._start(config, loaded, runner, given, gallery)
+
+    @classmethod
+    def from_config(cls, config: RecognizerConfig, *, package: ModelPackage | None = None, runner: Runner | None = None,
+                    detector: FaceDetector | None = None, gallery=None) -> "Recognizer":
+        """A Recognizer for ``config``; ``package`` (already loaded and verified), ``runner`` and ``detector``
+        are used instead of the ones the config names."""
+        recognizer = cls.__new__(cls)
+        recognizer._start(config, package, runner, detector, gallery)
+        return recognizer
+
+    def _start(self, config: RecognizerConfig, package: ModelPackage | None, runner: Runner | None,
+               detector: FaceDetector | None, gallery) -> None:
+        self.config = config
+        self.package = package or load_package(config.package)
         self.manifest = self.package.manifest
         policy = self.manifest.dispatch
-        self.dispatch = DispatchPolicy(indicator or policy.indicator, rounding or policy.rounding)
-        if self.dispatch.indicator not in INDICATORS or self.dispatch.rounding not in ROUNDINGS:
-            raise ConfigError(f"dispatch should use indicator in {INDICATORS} and rounding in {ROUNDINGS}, "
-                              f"found {self.dispatch.indicator!r}/{self.dispatch.rounding!r}")
-        if align not in ALIGN_MODES:
-            raise ConfigError(f"align should be one of {ALIGN_MODES}, found {align!r}")
-        self.align_mode = align
+        self.dispatch = DispatchPolicy(config.indicator or policy.indicator, config.rounding or policy.rounding)
+        self.align_mode = config.align
         if gallery is not None:  # a gallery holds one model's embeddings: refuse another's, as the CLI does
             gallery.check_model(self.manifest.embedding_size, model_id(self.manifest))
-        self.runner = _resident_runner(backend, engines) or \
-            PackageRunner(self.package, backend_factory(self.package, backend, device, threads, fp16, engines))
-        if isinstance(detector, FaceDetector):
-            self.detector = detector
-        else:
-            options = {k: v for k, v in (("score_threshold", det_threshold), ("plan", det_plan),
-                                         ("max_side", max_side)) if v is not None}
-            engine = _trt_detector(backend, engines, detector, options)  # the engine folder's detector
-            self.detector = engine or create_detector(detector, device=device, threads=threads, **options)
-        self.branch_policy = branches
-        self.routes = routes(branch_statuses(self.manifest), branches)
+        self.runner: Runner = runner if runner is not None else open_runner(self.package, config)
+        try:
+            self.detector = detector if detector is not None else open_detector(config)
+        except BaseException:
+            if runner is None:  # ours: close what was opened before the failure
+                self.runner.close()
+            raise
+        self.branch_policy = config.branches
+        self.routes = routes(branch_statuses(self.manifest), config.branches)
         upsampled = sorted(r for r, route in self.routes.items() if route == "upsample")
-        if upsampled and branches == "trained":
+        if upsampled and config.branches == "trained":
             log.warning("branches %s px of %s are not trained (or not known to be): faces of those sizes are "
                         "upsampled for the trunk. Train them with btnet-edge train-branches, or pass "
                         "branches='all' (CLI: --branches all) to use them anyway", upsampled, self.manifest.name)
@@ -221,7 +215,7 @@ class Recognizer:
                                       "(btnet_edge.pipeline.align.align_face)")
             if flip:
                 stack = np.concatenate([stack, stack[:, :, ::-1]])
-            uint8 = getattr(self.runner, "takes_uint8", False)  # device-resident engines normalise on the GPU
+            uint8 = self.runner.takes_uint8  # device-resident engines normalise on the GPU
             batches[r] = stack if uint8 else preprocess(stack, self.manifest.preprocess, r)
         self.times.align += time.perf_counter() - t
         branch_s, trunk_s = self.runner.branch_s, self.runner.trunk_s

@@ -1,24 +1,46 @@
-"""Runs a package's graphs for faces grouped by resolution: one run per used branch, one trunk run.
+"""Runners: what embeds faces grouped by resolution for the Recognizer (one run per used branch, one trunk run).
 
-The runner gets its backends from a factory, so the Recognizer never knows which
-backend it has (ONNX Runtime, PyTorch, TensorRT).
+A runner is anything with the small :class:`Runner` protocol. :class:`PackageRunner` gets
+its backends from a factory, so it never knows which backend it has (ONNX Runtime,
+PyTorch, TensorRT engines one by one); the TensorRT device-resident runner
+(:class:`~btnet_edge.trt_runtime.resident.ResidentRunner`) and the face server's remote
+runner have the same shape. :func:`open_runner` opens the one a
+:class:`~btnet_edge.pipeline.config.RecognizerConfig` names.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Mapping
+from pathlib import Path
+from typing import Callable, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..backends.base import Backend
 from ..errors import BackendError, ConfigError
 from ..package.loader import ModelPackage
+from .config import BACKENDS, RecognizerConfig
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
+
+@runtime_checkable
+class Runner(Protocol):
+    """Embeds faces per resolution: ``embed({r: batch}) -> {r: (N, D) raw embeddings}``, same order per group.
+
+    ``takes_uint8``: True when ``embed`` takes the aligned (N, r, r, 3) uint8 BGR crops as they
+    are (normalised on the device), False when it takes preprocessed (N, 3, r, r) float32.
+    ``branch_s`` and ``trunk_s`` are cumulative seconds, for the Recognizer's stage times.
+    """
+
+    takes_uint8: bool
+    branch_s: float
+    trunk_s: float
+
+    def embed(self, groups: Mapping[int, np.ndarray]) -> dict[int, np.ndarray]: ...
+
+    def close(self) -> None: ...
 
 
 def backend_factory(package: ModelPackage, backend: str = "auto", device: str = "cpu", threads: int = 0,
@@ -34,14 +56,51 @@ def backend_factory(package: ModelPackage, backend: str = "auto", device: str = 
 
         return lambda file: TorchBackend(package, file, device=device, fp16=fp16, threads=threads)
     if backend == "tensorrt":
-        from ..backends.trt import trt_backend_factory  # type: ignore[attr-defined]
-
-        return trt_backend_factory(package, engines)
+        return engine_backend_factory(package, engines)
     raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def engine_backend_factory(package: ModelPackage, engines: str | Path | None) -> Callable[[str], Backend]:
+    """``file -> Backend`` over a built engine folder: the trunk file maps to the (possibly segmented) trunk."""
+    from ..trt_runtime.engine_folder import read_engine_folder
+    from ..trt_runtime.trunk_chain import open_engine_backends
+
+    if engines is None:
+        raise BackendError("backend 'tensorrt' needs the engine folder: pass engines=DIR (CLI: --engines DIR); "
+                           "build it with `btnet-edge build PKG --target desktop-fp16 --out DIR`")
+    opened = open_engine_backends(read_engine_folder(engines), package.manifest)
+    by_file = {package.manifest.trunk.file: opened.trunk}
+    by_file.update({package.manifest.branch(r).file: backend for r, backend in opened.branches.items()})
+
+    def make(file: str) -> Backend:
+        if file not in by_file:
+            raise BackendError(f"{engines} holds no engine for {file}; rebuild the engines for this package")
+        return by_file[file]
+
+    return make
+
+
+def open_runner(package: ModelPackage, config: RecognizerConfig) -> Runner:
+    """The runner ``config`` names: TensorRT engines built with uint8 inputs run device-resident, others per graph."""
+    if config.backend == "tensorrt":
+        from ..trt_runtime.engine_folder import read_engine_folder
+
+        folder = read_engine_folder(config.engines)
+        if folder.package_name != package.manifest.name:
+            log.warning("engines in %s were built for package %r, running them for %r", config.engines,
+                        folder.package_name, package.manifest.name)
+        if folder.uint8:
+            from ..trt_runtime.resident import open_resident
+
+            return open_resident(folder, "tensorrt")
+    return PackageRunner(package, backend_factory(package, config.backend, config.device, config.threads,
+                                                  config.fp16, config.engines))
 
 
 class PackageRunner:
     """Embeds preprocessed faces per resolution through the branches and the merged trunk."""
+
+    takes_uint8 = False
 
     def __init__(self, package: ModelPackage, make_backend: Callable[[str], Backend]) -> None:
         self.manifest = package.manifest

@@ -47,7 +47,7 @@ def build_app(config: ServeConfig):
 
             cfg = ServeConfig.from_dict(settings)
             _replica_grpc_on_loopback()
-            self.core = BatchEmbedder(load_package(cfg.package), threads=cfg.threads)
+            self.core = BatchEmbedder(load_package(cfg.package), cfg.recognizer_config())
 
         @serve.batch(max_batch_size=config.max_batch_requests, batch_wait_timeout_s=wait_s)
         async def embed(self, requests: list[dict]) -> list[dict]:
@@ -213,14 +213,14 @@ def app_builder(args: Mapping[str, Any]):
 
 def preflight(config: ServeConfig) -> None:
     """Fail here, with the package's or gallery's own message, rather than as a replica that keeps dying."""
-    from ..cli.options import gallery_model_id
     from ..package.loader import load_package
     from ..gallery import Gallery
+    from ..package.manifest import model_id
 
     manifest = load_package(config.package).manifest  # sha256 of every file checked
     if config.gallery:
         Gallery(config.gallery, embedding_size=manifest.embedding_size, create=False, readonly=True,
-                model_id=gallery_model_id(manifest)).close()
+                model_id=model_id(manifest)).close()
     if config.api_keys:
         KeyChecker(config.api_keys)  # a missing or malformed key file fails here, not in every replica
     if config.detector and not Path(config.detector).is_file():

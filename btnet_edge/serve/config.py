@@ -68,6 +68,15 @@ class ServeConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def recognizer_config(self):
+        """The RecognizerConfig every front-end's Recognizer and the embedder are built from."""
+        from ..pipeline.config import RecognizerConfig
+        from ..pipeline.detect_plan import DetectPlan
+
+        return RecognizerConfig(package=self.package, threads=self.threads, detector=self.detector,
+                                detector_kind=self.detector_kind, det_threshold=self.det_threshold,
+                                det_plan=DetectPlan(max_side=self.max_side) if self.max_side is not None else None)
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ServeConfig":
         """From a config file's ``args``: unknown keys are an error naming the known ones."""

@@ -17,7 +17,8 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..package.loader import ModelPackage
-from ..pipeline.runner import PackageRunner, backend_factory
+from ..pipeline.config import RecognizerConfig
+from ..pipeline.runner import open_runner
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +28,12 @@ Groups = Mapping[int, np.ndarray]
 class BatchEmbedder:
     """Embeds the faces of several requests together and counts what each graph run carried."""
 
-    def __init__(self, package: ModelPackage, threads: int = 1) -> None:
+    def __init__(self, package: ModelPackage, config: RecognizerConfig | None = None) -> None:
+        """``config``: backend, device, threads and engines of the runner (default: ONNX Runtime, CPU, 1 thread)."""
         self.manifest = package.manifest
-        self.runner = PackageRunner(package, backend_factory(package, "auto", "cpu", threads)).load()
+        self.runner = open_runner(package, config or RecognizerConfig(package=str(package.folder), threads=1))
+        if hasattr(self.runner, "load"):
+            self.runner.load()
         self.requests = 0
         self.batches = 0
         self.faces = Counter()  # resolution -> faces embedded

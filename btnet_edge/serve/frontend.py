@@ -37,15 +37,21 @@ class HttpError(BtnetError):
 
 
 class RemoteRunner:
-    """Stands in for PackageRunner inside the front-end's Recognizer: ``embed`` is a call to the embedder."""
+    """The front-end Recognizer's runner (:class:`~btnet_edge.pipeline.runner.Runner`): ``embed`` calls the embedder.
 
-    def __init__(self, call: EmbedCall) -> None:
+    ``takes_uint8``: what the remote side takes, preprocessed float32 (the embedder, Triton) or
+    the aligned uint8 crops.
+    """
+
+    def __init__(self, call: EmbedCall, takes_uint8: bool = False) -> None:
         self._call = call
+        self.takes_uint8 = takes_uint8
         self.branch_s = 0.0  # the Recognizer reads these stage timers; remote time is not split per stage
         self.trunk_s = 0.0
 
     def embed(self, groups: Mapping[int, np.ndarray]) -> dict[int, np.ndarray]:
-        answer = self._call({int(r): np.ascontiguousarray(b, np.float32) for r, b in groups.items()})
+        dtype = np.uint8 if self.takes_uint8 else np.float32
+        answer = self._call({int(r): np.ascontiguousarray(b, dtype) for r, b in groups.items()})
         return {r: answer[r] for r in groups}
 
     def close(self) -> None:
@@ -101,20 +107,18 @@ class FrontEnd:
         return rec
 
     def _make_recognizer(self) -> Recognizer:
-        from ..cli.options import gallery_model_id
-        from ..pipeline.detect import create_detector
         from ..gallery import Gallery
+        from ..package.manifest import model_id
 
         c = self.config
-        options = {k: v for k, v in (("score_threshold", c.det_threshold), ("max_side", c.max_side)) if v is not None}
-        detector = create_detector(c.detector, kind=c.detector_kind, threads=c.threads, **options)
         gallery = None
         if c.gallery:  # one connection per thread; written only through admin keys (read-only without keys)
             manifest = self.package.manifest
             gallery = Gallery(c.gallery, embedding_size=manifest.embedding_size, create=False,
-                              readonly=not c.api_keys, model_id=gallery_model_id(manifest))
-        rec = Recognizer(self.package, detector=detector, gallery=gallery, threads=c.threads)
-        rec.runner = RemoteRunner(self._embed)  # graphs run in the embedder; this Recognizer never loads them
+                              readonly=not c.api_keys, model_id=model_id(manifest))
+        # graphs run in the embedder: this Recognizer detects and aligns, and never loads them
+        rec = Recognizer.from_config(c.recognizer_config(), package=self.package, runner=RemoteRunner(self._embed),
+                                     gallery=gallery)
         with self._lock:
             self._made.append(rec)
         return rec

@@ -49,17 +49,14 @@ def _tensor(name: str, dims: list[int]) -> dict:
     return {"name": name, "data_type": FP32, "dims": dims}
 
 
-def _engine_files(engines: Path | None) -> dict[str, dict[str, Any]]:
+def _engine_files(engines: Path | None) -> dict[str, Any]:
     """Engine entries of a ``btnet-edge build`` folder by name, with their file present."""
     if engines is None:
         return {}
-    from ..engines.plan import ENGINES_MANIFEST
+    from ..trt_runtime.engine_folder import read_engine_folder
 
-    path = engines / ENGINES_MANIFEST
-    if not path.is_file():
-        raise ConfigError(f"{engines} has no {ENGINES_MANIFEST}; build engines with `btnet-edge build` first")
-    plan = json.loads(path.read_text())
-    return {e["name"]: e for e in plan.get("engines", []) if (engines / e["engine"]).is_file()}
+    folder = read_engine_folder(engines)
+    return {e.name: e for e in folder.engines if folder.engine_path(e).is_file()}
 
 
 def repository_configs(package_dir: str | Path, engines: str | Path | None = None, max_batch: int = DEFAULT_MAX_BATCH,
@@ -77,7 +74,7 @@ def repository_configs(package_dir: str | Path, engines: str | Path | None = Non
         engine = built.get(f"branch_{b.resolution}")
         batch = max_batch
         if engine is not None:  # an engine's profile caps the batch it accepts
-            batch = min(max_batch, max(int(p[b.input.name]["max"][0]) for p in engine["profiles"]))
+            batch = min(max_batch, max(p[b.input.name].max[0] for p in engine.profiles))
         config = {"name": branch_model(b.resolution),
                   "platform": "tensorrt_plan" if engine else "onnxruntime_onnx",
                   "max_batch_size": batch,
@@ -86,7 +83,7 @@ def repository_configs(package_dir: str | Path, engines: str | Path | None = Non
                   "dynamic_batching": {"max_queue_delay_microseconds": queue_delay_us},
                   "instance_group": _instance(kind)}
         models[config["name"]] = {"config": config, "file": "model.plan" if engine else "model.onnx",
-                                  "source": Path(engines) / engine["engine"] if engine else package.path(b.file)}
+                                  "source": Path(engines) / engine.engine if engine else package.path(b.file)}
     trunk = {"name": TRUNK, "platform": "onnxruntime_onnx", "max_batch_size": 0,
              "input": [_tensor(t.name, [-1, *t.shape]) for t in m.trunk.inputs],
              "output": [_tensor(m.trunk.output.name, [-1, *m.trunk.output.shape])],

@@ -12,6 +12,7 @@ import numpy as np
 import tritonclient.http as triton
 
 from btnet_edge import Recognizer
+from btnet_edge.package.loader import load_package
 from btnet_edge.serve.frontend import RemoteRunner
 
 
@@ -58,10 +59,11 @@ def main():
     parser.add_argument("--url", default="localhost:8000", help="Triton HTTP endpoint")
     args = parser.parse_args()
     client = triton.InferenceServerClient(args.url, network_timeout=30.0)
-    recognizer = Recognizer(args.package)
-    recognizer.runner = RemoteRunner(lambda groups: triton_embed(client, recognizer.manifest, groups))
-    for face in recognizer.get(cv2.imread(args.image)):
-        print(face.to_json())
+    package = load_package(args.package)
+    runner = RemoteRunner(lambda groups: triton_embed(client, package.manifest, groups))  # Triton takes float32
+    with Recognizer(package, runner=runner) as recognizer:
+        for face in recognizer.get(cv2.imread(args.image)):
+            print(face.to_json())
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 A target fixes precision, the batch range (min/opt/max) of every branch and
 trunk input, the detector's input sizes, the workspace and the TensorRT
 compatibility switches. Names resolve to the files shipped in
-``btnet_edge/engines/targets/`` (the one source of truth), a path names any
+``btnet_edge/trt_build/targets/`` (the one source of truth), a path names any
 other file. Every validation error names the offending field.
 """
 

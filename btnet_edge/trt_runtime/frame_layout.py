@@ -19,11 +19,12 @@ it on the CPU (same plan, same offsets). The rules it encodes:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 
 from ..errors import BackendError
+from .engine_folder import EngineFolder
 
 ALIGN_BYTES = 256  # cudaMalloc's alignment; TensorRT wants aligned tensor addresses
 CROPS = "crops"
@@ -71,16 +72,15 @@ class FrameLayout:
 class LayoutPlanner:
     """Buffer capacities from the plan's profiles, and the layout of each call."""
 
-    def __init__(self, plan: Mapping[str, Any]) -> None:
-        if plan.get("input_format") != "uint8_bgr":
+    def __init__(self, folder: EngineFolder) -> None:
+        if not folder.uint8:
             raise BackendError("device-resident inference needs engines built with input_format = \"uint8_bgr\" "
-                               f"(this plan has {plan.get('input_format', 'float')!r}); rebuild with a current target")
-        self.plan = plan
-        self.entries = {e["name"]: e for e in plan["engines"]}
-        self.trunk_inputs = [(t["name"], tuple(t["shape"]), int(t["resolution"])) for t in plan["trunk_inputs"]]
-        self.resolutions = [r for _, _, r in self.trunk_inputs]  # 112 first: the trunk's output order
-        self.form = plan["trunk"]["form"]
-        self.embedding_size = int(plan["embedding_size"])
+                               f"(this plan has {folder.input_format!r}); rebuild with a current target")
+        self.folder = folder
+        self.trunk_inputs = [(t.name, t.shape, t.resolution) for t in folder.trunk_inputs]
+        self.resolutions = folder.resolutions  # 112 first: the trunk's output order
+        self.form = folder.trunk_form
+        self.embedding_size = folder.embedding_size
         self.implant_shape = {r: shape for _, shape, r in self.trunk_inputs[1:]}
         self.max_faces = {r: self._max_batch(r) for r in self.resolutions}
         self.capacity = self._capacities()
@@ -90,10 +90,9 @@ class LayoutPlanner:
         if resolution != self.resolutions[0]:
             name = f"branch_{resolution}"
         else:
-            name = "trunk" if self.form == "merged" else self.plan["trunk"]["segments"][0]["engine"]
-        profile = self.entries[name]["profiles"][0]
-        key = self.entries[name]["inputs"][0]
-        return int(profile[key]["max"][0])
+            name = "trunk" if self.form == "merged" else self.folder.segments[0].engine
+        entry = self.folder.entry(name)
+        return entry.profile(entry.inputs[0]).max[0]
 
     def _capacities(self) -> dict[str, int]:
         crops = sum(_aligned(self.max_faces[r] * r * r * 3) for r in self.resolutions)
@@ -122,17 +121,17 @@ class LayoutPlanner:
         launches = []
         for r in self.resolutions[1:]:
             if counts[r]:
-                entry = self.entries[f"branch_{r}"]
+                entry = self.folder.entry(f"branch_{r}")
                 target = self._implant_slot(r, counts)
-                launches.append(Launch(entry["name"], {entry["inputs"][0]: uploads[r]}, {entry["outputs"][0]: target}))
+                launches.append(Launch(entry.name, {entry.inputs[0]: uploads[r]}, {entry.outputs[0]: target}))
         total = sum(counts.values())
         download = Slot(EMBEDDING, 0, (total, self.embedding_size), "float32")
         if self.form == "merged":
             if total:
-                entry = self.entries["trunk"]
+                entry = self.folder.entry("trunk")
                 inputs = {self.trunk_inputs[0][0]: uploads[self.resolutions[0]]}
                 inputs.update({name: self._implant_slot(r, counts) for name, _, r in self.trunk_inputs[1:]})
-                launches.append(Launch("trunk", inputs, {entry["outputs"][0]: download}))
+                launches.append(Launch("trunk", inputs, {entry.outputs[0]: download}))
         else:
             launches += self._segment_launches(uploads[self.resolutions[0]], counts, download)
         return FrameLayout(uploads, launches, download, counts, upload_bytes=offset)
@@ -153,8 +152,8 @@ class LayoutPlanner:
 
     def _segment_launches(self, image: Slot, counts: Mapping[int, int], download: Slot) -> list[Launch]:
         launches = []
-        for link in self.plan["trunk"]["segments"]:
-            r = int(link["resolution"])
+        for link in self.folder.segments:
+            r = link.resolution
             rows = self._rows_before(r, counts) + counts[r]
             if r == self.resolutions[0]:
                 source = image
@@ -168,7 +167,7 @@ class LayoutPlanner:
                 target = Slot(self._implant_buffer(following), 0, (rows, *self.implant_shape[following]), "float32")
             else:
                 target = download
-            launches.append(Launch(link["engine"], {link["input"]: source}, {link["output"]: target}))
+            launches.append(Launch(link.engine, {link.input: source}, {link.output: target}))
         return launches
 
 

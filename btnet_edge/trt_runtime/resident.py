@@ -23,6 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import BackendError, ConfigError
+from .engine_folder import EngineFolder, read_engine_folder
 from .frame_layout import CROPS, EMBEDDING, FrameLayout, Launch, LayoutPlanner, Slot
 
 log = logging.getLogger(__name__)
@@ -90,14 +91,14 @@ class CallStats:
 class OrtExecutor:
     """Runs plan engines as ONNX Runtime sessions over their ONNX (the file TensorRT parses), bound by address."""
 
-    def __init__(self, plan: Mapping[str, Any]) -> None:
+    def __init__(self, folder: EngineFolder) -> None:
         import onnxruntime as ort
 
         self._ort = ort
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        self.sessions = {e["name"]: ort.InferenceSession(str(e["onnx"]), options, providers=["CPUExecutionProvider"])
-                         for e in plan["engines"] if e["kind"] != "detector"}
+        self.sessions = {e.name: ort.InferenceSession(str(e.onnx), options, providers=["CPUExecutionProvider"])
+                         for e in folder.engines if e.kind != "detector"}
 
     def launch(self, launch: Launch, address: Mapping[str, int], stream: Any) -> None:
         session = self.sessions[launch.engine]
@@ -115,12 +116,12 @@ class OrtExecutor:
 class TrtExecutor:
     """Runs plan engines with TensorRT: one execution context per engine, all on the runner's stream."""
 
-    def __init__(self, folder: Path, plan: Mapping[str, Any], memory: Any) -> None:
-        from ..backends.trt import TrtBackend
+    def __init__(self, folder: EngineFolder, memory: Any) -> None:
+        from .engine_backend import TrtBackend
 
         self.memory = memory
-        self.backends = {e["name"]: TrtBackend(folder / e["engine"], memory=memory)
-                         for e in plan["engines"] if e["kind"] != "detector"}
+        self.backends = {e.name: TrtBackend(folder.engine_path(e), memory=memory)
+                         for e in folder.engines if e.kind != "detector"}
         for backend in self.backends.values():
             backend.load()
 
@@ -154,8 +155,8 @@ class ResidentRunner:
 
     takes_uint8 = True
 
-    def __init__(self, plan: Mapping[str, Any], executor: Any, memory: Any) -> None:
-        self.layouts = LayoutPlanner(plan)
+    def __init__(self, folder: EngineFolder, executor: Any, memory: Any) -> None:
+        self.layouts = LayoutPlanner(folder)
         self.executor, self.memory = executor, memory
         self.stream = memory.stream_create()
         self.address = {name: memory.malloc(nbytes) for name, nbytes in self.layouts.capacity.items()}
@@ -216,17 +217,14 @@ class ResidentRunner:
         self.executor.close()
 
 
-def open_resident(engines_dir: str | Path, on: str = "tensorrt", memory: Any = None) -> ResidentRunner:
+def open_resident(engines: str | Path | EngineFolder, on: str = "tensorrt", memory: Any = None) -> ResidentRunner:
     """A runner over a built engine folder: ``on="tensorrt"`` (GPU) or ``"onnxruntime"`` (the CPU proof)."""
-    from .plan import read_engines_manifest
-
-    folder = Path(engines_dir)
-    plan = read_engines_manifest(folder)
+    folder = engines if isinstance(engines, EngineFolder) else read_engine_folder(engines)
     if on == "onnxruntime":
-        return ResidentRunner(plan, OrtExecutor(plan), memory or HostMemory())
+        return ResidentRunner(folder, OrtExecutor(folder), memory or HostMemory())
     if on != "tensorrt":
         raise ConfigError(f"open_resident runs on 'tensorrt' or 'onnxruntime', not {on!r}")
-    from .cuda_mem import cuda_memory
+    from .device_memory import cuda_memory
 
     memory = memory or cuda_memory()
-    return ResidentRunner(plan, TrtExecutor(folder, plan, memory), memory)
+    return ResidentRunner(folder, TrtExecutor(folder, memory), memory)

@@ -21,7 +21,8 @@ import numpy as np
 from ..backends.base import Backend
 from ..package.loader import ModelPackage
 from ..package.manifest import TRUNK_RESOLUTION, Manifest
-from .trunk_chain import open_plan
+from ..trt_runtime.engine_folder import EngineEntry, EngineFolder
+from ..trt_runtime.trunk_chain import open_plan
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +74,11 @@ def ort_reference(package: ModelPackage) -> tuple[Embedder, list[Backend]]:
     return embedder(package.manifest, branches, trunk), [*branches.values(), trunk]
 
 
-def plan_embedder(manifest: Manifest, plan: Mapping[str, Any],
-                  backend_for: Callable[[Mapping[str, Any]], Backend]) -> tuple[Embedder, list[Backend]]:
-    """An embedder over the plan's engines; ``backend_for(entry)`` opens one (TensorRT, or ONNX Runtime in tests)."""
-    backends = open_plan(manifest, plan, backend_for)
-    uint8 = plan.get("input_format") == "uint8_bgr"
-    return embedder(manifest, backends.branches, backends.trunk, uint8), backends.opened
+def plan_embedder(manifest: Manifest, folder: EngineFolder,
+                  backend_for: Callable[[EngineEntry], Backend]) -> tuple[Embedder, list[Backend]]:
+    """An embedder over the folder's engines; ``backend_for(entry)`` opens one (TensorRT, or ONNX Runtime in tests)."""
+    backends = open_plan(manifest, folder, backend_for)
+    return embedder(manifest, backends.branches, backends.trunk, folder.uint8), backends.opened
 
 
 def resident_embedder(runner: Any) -> Embedder:

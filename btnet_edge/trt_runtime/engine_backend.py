@@ -1,15 +1,16 @@
 """TensorRT backend: one engine, one execution context, one CUDA stream.
 
 The engine's cache key (sidecar JSON) is checked against the running GPU and
-TensorRT before deserializing: on a mismatch it is rebuilt when its ONNX is at
-hand, otherwise loading fails naming both sides. Device and pinned host buffers
+TensorRT before deserializing: on a mismatch loading fails naming both sides and the
+build command (``btnet-edge build`` and the CLI's engine paths rebuild stale engines
+first: :func:`btnet_edge.trt_build.builder.refresh_stale_engines`). Device and pinned host buffers
 are allocated once per tensor and grown on demand; inputs are copied, the engine
 run (``set_input_shape``/``set_tensor_address``/``execute_async_v3``) and
 outputs copied back on the one stream. A call whose inputs are all empty returns
 empty outputs without a launch; an engine built with min-0 profiles (the merged
 trunk) runs with some inputs empty. Engines of TensorRT for RTX (key setting
 ``runtime``) load through ``tensorrt_rtx``. For whole frames on the device see
-:mod:`btnet_edge.engines.resident`, which binds these engines without host copies.
+:mod:`btnet_edge.trt_runtime.resident`, which binds these engines without host copies.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..backends.base import Backend, TensorSpec
 from ..errors import BackendError
-from ..safe_io import atomic_write_bytes
-from .base import Backend, TensorSpec
+from . import compat
+from .cache_key import load_sidecar, require_match, runtime_env
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +63,9 @@ class TrtBackend(Backend):
 
     name = "tensorrt"
 
-    def __init__(self, engine_path: str | Path, rebuild: bool = True, memory: Any = None) -> None:
-        """``rebuild``: rebuild a stale engine from its ONNX when at hand; ``memory``: a CudaMemory (default: auto)."""
+    def __init__(self, engine_path: str | Path, memory: Any = None) -> None:
+        """``memory``: the device memory to use (default: :func:`~.device_memory.cuda_memory`)."""
         super().__init__(engine_path)
-        self.rebuild = rebuild
         self._memory = memory
         self._engine = self._context = self._stream = None
         self._specs: dict[str, tuple[bool, np.dtype, tuple[int, ...]]] = {}  # name -> (is_input, dtype, shape)
@@ -72,52 +73,33 @@ class TrtBackend(Backend):
         self._profiles: dict[str, tuple[tuple[int, ...], ...]] = {}  # input -> (min, opt, max) shapes
 
     def _verify(self, trt: Any) -> dict[str, Any]:
-        """Compare the saved key with this machine; rebuild or raise on a mismatch. Returns the build settings."""
-        from ..engines.builder import build_engine, runtime_env
-        from ..engines.cache_key import key_differences, load_sidecar, require_match, save_key
-        from ..package.loader import sha256_of
-
+        """Compare the saved key with this machine; raise naming both sides on a mismatch. Returns the build settings."""
         sidecar = load_sidecar(self.model_path)
         if sidecar is None:
             log.warning("%s has no readable cache key beside it; loading it unverified", self.model_path.name)
             return {}
-        found, entry = sidecar
+        found, _ = sidecar
         env = runtime_env(trt, self._memory)
         expected = replace(found, trt_version=env.trt_version, gpu_name=env.gpu_name, sm_count=env.sm_count,
                            compute_capability=env.compute_capability, l4t_release=env.l4t_release)
-        diffs = key_differences(expected, found)
-        if not diffs:
-            return dict(found.settings)
-        onnx_path = Path(entry.get("onnx", "")) if entry else None
-        if self.rebuild and onnx_path and onnx_path.is_file() and sha256_of(onnx_path) == found.onnx_sha256:
-            log.info("%s is stale (%s): rebuilding it from %s", self.model_path.name, "; ".join(diffs), onnx_path)
-            engine = build_engine(entry, trt=trt).engine
-            atomic_write_bytes(self.model_path, engine, "engine")
-            save_key(self.model_path, expected, entry)
-            return dict(expected.settings)
         require_match(self.model_path, expected, found)
-        return {}
+        return dict(found.settings)
 
     def _runtime_module(self) -> Any:
         """``tensorrt``, or ``tensorrt_rtx`` for an engine whose key says TensorRT for RTX built it."""
-        from ..engines._trt_compat import trt_module
-        from ..engines.cache_key import load_sidecar
-
         sidecar = load_sidecar(self.model_path) if self.model_path.is_file() else None
-        return trt_module(dict(sidecar[0].settings).get("runtime", "tensorrt") if sidecar else "tensorrt")
+        return compat.trt_module(dict(sidecar[0].settings).get("runtime", "tensorrt") if sidecar else "tensorrt")
 
     def _load(self) -> None:
-        trt = self._runtime_module()
-        from ..engines import _trt_compat as compat
-        from ..engines.builder import trt_logger
-        from ..engines.cuda_mem import cuda_memory
+        from .device_memory import cuda_memory
 
+        trt = self._runtime_module()
         if not self.model_path.is_file():
             raise BackendError(f"engine {self.model_path} does not exist; build it: btnet-edge build PKG --target T")
         self._memory = self._memory or cuda_memory()
         self._memory.device_properties(0)  # no GPU or a refused driver: say so, not "cannot deserialize"
         settings = self._verify(trt)
-        runtime = trt.Runtime(trt_logger(trt))
+        runtime = trt.Runtime(compat.trt_logger(trt))
         if settings.get("version_compatible"):
             compat.allow_host_code(runtime)
         self._engine = runtime.deserialize_cuda_engine(self.model_path.read_bytes())
@@ -206,48 +188,3 @@ class TrtBackend(Backend):
         self._buffers.clear()
         self._specs.clear()
         self._context = self._engine = self._stream = None
-
-
-def open_trt_engines(engines_dir: str | Path, manifest: Any) -> Any:
-    """TensorRT backends for an engine folder (branches, trunk, detector) from its engines.json.
-
-    Returns :class:`~btnet_edge.engines.trunk_chain.PlanBackends`; its trunk takes the
-    merged trunk's feeds (segments are chained inside), so a Recognizer can use it as is.
-    """
-    from ..engines.plan import read_engines_manifest
-    from ..engines.trunk_chain import open_plan
-
-    folder = Path(engines_dir)
-    plan = read_engines_manifest(folder)
-    return open_plan(manifest, plan, lambda entry: TrtBackend(folder / entry["engine"]))
-
-
-def trt_backend_factory(package: Any, engines_dir: str | Path | None) -> Any:
-    """``file -> Backend`` over a built engine folder, for :class:`~btnet_edge.pipeline.runner.PackageRunner`.
-
-    The trunk file maps to the (possibly segmented) trunk; ``branch_<r>.onnx`` to its engine.
-    """
-    if engines_dir is None:
-        raise BackendError("backend 'tensorrt' needs the engine folder: pass engines=DIR (CLI: --engines DIR); "
-                           "build it with `btnet-edge build PKG --target desktop-fp16 --out DIR`")
-    opened = open_trt_engines(engines_dir, package.manifest)
-    by_file = {package.manifest.trunk.file: opened.trunk}
-    by_file.update({package.manifest.branch(r).file: backend for r, backend in opened.branches.items()})
-
-    def make(file: str) -> Any:
-        if file not in by_file:
-            raise BackendError(f"{engines_dir} holds no engine for {file}; rebuild the engines for this package")
-        return by_file[file]
-
-    return make
-
-
-def trt_detector(engines_dir: str | Path | None, **options: Any) -> Any:
-    """The default RetinaFace decoder over the engine folder's detector engine, or None when it has none."""
-    if engines_dir is None or not (Path(engines_dir) / "detector_retinaface.engine").is_file():
-        return None
-    from ..pipeline.detect import fold_plan_options
-    from ..pipeline.detectors.retinaface import RetinaFaceDetector
-
-    return RetinaFaceDetector(backend=TrtBackend(Path(engines_dir) / "detector_retinaface.engine"),
-                              **fold_plan_options(options))

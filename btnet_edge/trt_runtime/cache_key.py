@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 from ..errors import EngineMismatchError
 from ..safe_io import atomic_write_text
-from ._trt_compat import RTX_MODULE
+from .compat import RTX_MODULE, runtime_name
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,7 @@ KEY_SCHEMA = 1
 KEY_SUFFIX = ".key.json"
 L4T_RELEASE_FILE = Path("/etc/nv_tegra_release")
 _L4T = re.compile(r"#\s*R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)")
+AOT_GPU = "any (ahead of time)"  # TensorRT for RTX: the engine serves every GPU of its compute capabilities
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,26 @@ def read_l4t_release(path: Path = L4T_RELEASE_FILE) -> str | None:
         return parse_l4t_release(path.read_text(errors="replace"))
     except OSError:
         return None
+
+
+def runtime_env(trt: Any = None, memory: Any = None) -> RuntimeEnv:
+    """TensorRT version, GPU and L4T release of this machine: the right-hand side of every cache key.
+
+    TensorRT for RTX builds ahead of time for a set of compute capabilities, not for this GPU:
+    its key names no GPU, and no GPU is needed to build.
+    """
+    if trt is None:
+        from .compat import trt_module
+
+        trt = trt_module("tensorrt")
+    if runtime_name(trt) == RTX_MODULE:
+        return RuntimeEnv(str(trt.__version__), AOT_GPU, AOT_GPU, 0, None)
+    if memory is None:
+        from .device_memory import cuda_memory
+
+        memory = cuda_memory()
+    name, capability, sm_count = memory.device_properties(0)
+    return RuntimeEnv(str(trt.__version__), name, capability, sm_count, read_l4t_release())
 
 
 def key_for(entry: Mapping[str, Any], env: RuntimeEnv) -> EngineKey:

@@ -14,6 +14,7 @@ from types import ModuleType
 from typing import Any
 
 from ..errors import ConfigError
+from ..trt_runtime.compat import RTX_MODULE, runtime_name
 
 BUILDER_FLAG_FP16 = "builder_flag_fp16"
 STRONGLY_TYPED_FP16 = "strongly_typed_fp16_onnx"
@@ -21,7 +22,6 @@ FP32 = "fp32"
 ZERO_BATCH_REASON = ("one merged trunk engine whose every input has a batch minimum of 0: NvInferRuntime.h allows "
                      "0 <= minDims since TensorRT 8.0 (NVIDIA/TensorRT#337 refused it on TensorRT 7) and TensorRT "
                      "for RTX 1.7 builds it; the branches write their implants straight into its inputs")
-RTX_MODULE = "tensorrt_rtx"
 
 
 @dataclass(frozen=True)
@@ -47,13 +47,6 @@ class TrtFeatures:
         return not self.builder_flag_fp16 and not self.explicit_batch_flag
 
 
-def trt_module(runtime: str = "tensorrt") -> Any:
-    """The TensorRT module a target or an engine names (``tensorrt`` or ``tensorrt_rtx``)."""
-    from .._deps import require
-
-    return require(runtime, extra="trt")
-
-
 def features_of(trt: ModuleType | Any) -> TrtFeatures:
     """Features of an imported ``tensorrt`` (or ``tensorrt_rtx``) module."""
     flags = trt.NetworkDefinitionCreationFlag
@@ -65,7 +58,7 @@ def features_of(trt: ModuleType | Any) -> TrtFeatures:
         compatibility_switches=hasattr(trt, "HardwareCompatibilityLevel") and hasattr(trt.BuilderFlag,
                                                                                      "VERSION_COMPATIBLE"),
         optimization_level=hasattr(trt.IBuilderConfig, "builder_optimization_level"),
-        runtime=RTX_MODULE if getattr(trt, "__name__", "").startswith(RTX_MODULE) else "tensorrt",
+        runtime=runtime_name(trt),
     )
 
 
@@ -112,34 +105,3 @@ def network_flags(trt: Any, path: str) -> int:
 def set_workspace(trt: Any, config: Any, workspace_mb: int) -> None:
     """``set_memory_pool_limit`` (8.4+); the old ``max_workspace_size`` attribute is gone in 10."""
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
-
-
-def profile_shapes(engine: Any, name: str) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-    """(min, opt, max) of input ``name`` in profile 0."""
-    if hasattr(engine, "get_tensor_profile_shape"):  # 8.5+
-        shapes = engine.get_tensor_profile_shape(name, 0)
-    else:
-        shapes = engine.get_profile_shape(0, name)
-    return tuple(tuple(int(d) for d in s) for s in shapes)  # type: ignore[return-value]
-
-
-def allow_host_code(runtime: Any) -> None:
-    """Version-compatible plans embed a lean runtime; the full runtime must be allowed to run it (8.6+)."""
-    if hasattr(runtime, "engine_host_code_allowed"):
-        runtime.engine_host_code_allowed = True
-
-
-_DTYPES = {"FLOAT": "float32", "HALF": "float16", "INT32": "int32", "INT64": "int64", "INT8": "int8",
-           "UINT8": "uint8", "BOOL": "bool"}
-
-
-def numpy_dtype(trt: Any, dtype: Any) -> Any:
-    """numpy dtype of a TensorRT tensor type (``trt.nptype`` where it exists)."""
-    import numpy as np
-
-    if hasattr(trt, "nptype"):
-        return np.dtype(trt.nptype(dtype))
-    name = getattr(dtype, "name", str(dtype)).split(".")[-1]
-    if name not in _DTYPES:
-        raise TypeError(f"TensorRT tensor type {name} has no numpy equivalent here")
-    return np.dtype(_DTYPES[name])
