@@ -103,8 +103,9 @@ def run(args: argparse.Namespace) -> int:
         log.warning("binding %s without API keys (--insecure-no-auth): anyone who reaches it can identify faces",
                     config.host)
     previous = signal.getsignal(signal.SIGTERM)
+    # start outside the try: a start that fails (preflight) must not stop a Ray session it did not make
+    url = app.start(config, address=args.address, num_cpus=args.num_cpus)
     try:
-        url = app.start(config, address=args.address, num_cpus=args.num_cpus)
         # after ray.init, which installs a handler of its own that aborts the process: systemd, docker stop and
         # kill get the same clean stop as Ctrl-C (Serve, then every Ray process this command started)
         signal.signal(signal.SIGTERM, _stop_on_sigterm)
@@ -114,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         log.info("stopping the face server")
     finally:
-        app.stop()  # Serve, then the Ray processes this command started (dashboard agent and runtime-env agent too)
+        app.stop()  # Serve, then the Ray processes this command started (dashboard and runtime-env agents too)
         signal.signal(signal.SIGTERM, previous)
     return 0
 
