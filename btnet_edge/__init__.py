@@ -38,7 +38,7 @@ def __getattr__(name: str):
 
         return FaceAnalysis
     if name == "Gallery":
-        from .pipeline.gallery import Gallery
+        from .gallery import Gallery
 
         return Gallery
     if name == "DetectPlan":

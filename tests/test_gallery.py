@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from btnet_edge.errors import GalleryError
-from btnet_edge.pipeline.gallery import Gallery, IdentityInfo, Match
+from btnet_edge.gallery import Gallery, IdentityInfo, Match
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
@@ -68,7 +68,7 @@ def test_enroll_stores_raw_normalised_float32(gallery: Gallery, tmp_path: Path) 
     assert dict(meta)["embedding_size"] == "4" and dict(meta)["schema_version"] == "1"
     assert gallery.identities() == [IdentityInfo("alice", 1, 2, (112,)), IdentityInfo("bob", 2, 1, (112,)),
                                     IdentityInfo("carol", 3, 1, (112,)), IdentityInfo("dave", 4, 2, (7, 14))]
-    assert gallery.enroll("dave", axis(3), resolutions=28) == 1  # an existing name gains embeddings
+    assert gallery.enroll("dave", axis(0) + axis(2), resolutions=28) == 1  # an existing name gains embeddings
     assert gallery.identities()[-1] == IdentityInfo("dave", 4, 3, (7, 14, 28))
     assert len(gallery) == 4 and "dave" in gallery and "eve" not in gallery and 4 not in gallery
 
@@ -236,11 +236,11 @@ KILLED_WRITER = """
 import sys, time
 from pathlib import Path
 import numpy as np
-from btnet_edge.pipeline.gallery import Gallery
+from btnet_edge.gallery import Gallery
 
 g = Gallery(sys.argv[1], create=False)
 marker = Path(sys.argv[2])
-conn = g._conn  # test hook: park the process inside enroll's transaction, after most rows are written
+conn = g._store._conn  # test hook: park the process inside enroll's transaction, after most rows are written
 conn.execute("PRAGMA cache_size=-64")  # a tiny page cache, so uncommitted pages spill into the WAL file
 
 def park():
@@ -292,7 +292,7 @@ def test_sigkill_mid_transaction_keeps_committed_identities(tmp_path: Path) -> N
 READER = """
 import json, sys, time
 import numpy as np
-from btnet_edge.pipeline.gallery import Gallery
+from btnet_edge.gallery import Gallery
 
 path, total, per, d = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 seen, errors = [], []

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import btnet_edge.pipeline.gallery_index as gallery_index
+import btnet_edge.gallery.index as gallery_index
 from btnet_edge.errors import GalleryError
-from btnet_edge.pipeline.gallery import Gallery
+from btnet_edge.gallery import Gallery
 
 D = 32
 
@@ -91,7 +91,7 @@ def test_float16_halves_the_matrix(filled):
     sizes = {}
     for dtype in ("float32", "float16"):
         with Gallery(path, create=False, matrix_dtype=dtype) as gallery:
-            sizes[dtype] = gallery._refresh()._matrix.nbytes
+            sizes[dtype] = gallery.index_info()["matrix_bytes"]
     assert sizes["float16"] * 2 == sizes["float32"]
     with pytest.raises(GalleryError, match="matrix_dtype should be one of"):
         Gallery(path, create=False, matrix_dtype="int8").identify(np.ones(D))
@@ -102,7 +102,7 @@ def test_hand_edited_meta_is_a_clear_error(filled):
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE meta SET value = 'abc' WHERE key = 'threshold'")
     with Gallery(path, create=False) as gallery:
-        with pytest.raises(GalleryError, match="threshold in the meta table is not a number"):
+        with pytest.raises(GalleryError, match=r"stored threshold is .abc., not a cosine.*--threshold 0.3"):
             gallery.identify(np.ones(D))
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE meta SET value = 'abc' WHERE key = 'embedding_size'")
@@ -123,3 +123,30 @@ def test_reused_row_ids_are_not_mistaken_for_loaded_rows(tmp_path):
         writer.enroll("newcomer", newcomer)  # takes the row ids (and identity id) "last" had
         assert [m[0].name if m else None for m in reader.identify(newcomer, threshold=0.99)] == ["newcomer"] * 2
         assert reader.identify(last, threshold=0.99) == [[], []]
+
+
+def test_approximate_index_agrees_with_exact_and_grows_incrementally(tmp_path):
+    pytest.importorskip("faiss", reason="faiss-cpu not installed (btnet-edge[ann], in the dev extra)")
+    d, rng = 64, np.random.default_rng(11)
+    path = tmp_path / "big.db"
+    rows = rng.standard_normal((3000, d)).astype(np.float32)
+    with Gallery(path, embedding_size=d) as writer:
+        for start in range(0, len(rows), 30):
+            writer.enroll(f"q{start // 30:03d}", rows[start:start + 30])
+    probes = rows[rng.choice(len(rows), 60, replace=False)] + 0.6 * rng.standard_normal((60, d)) / np.sqrt(d)
+    with Gallery(path, create=False, index="ann") as ann, Gallery(path, create=False, index="exact") as exact:
+        assert [r[0].name for r in ann.identify(probes, threshold=-1.0)] == \
+            [r[0].name for r in exact.identify(probes, threshold=-1.0)]
+        top = ann.identify(probes[:1], top_k=3, threshold=-1.0)[0]
+        assert [m.score for m in top] == [m.score for m in exact.identify(probes[:1], top_k=3, threshold=-1.0)[0]]
+        assert ann.index_info()["kind"] == "ann" and exact.index_info()["kind"] == "exact"
+        coded = ann._local.ann
+        with Gallery(path, create=False) as other:
+            other.enroll("late", rows[:1] * -1.0)
+        assert ann.identify(-rows[:1], threshold=0.99)[0][0].name == "late"
+        assert ann._local.ann is coded and coded.rows == len(rows) + 1  # encoded the new row only
+        with Gallery(path, create=False) as other:
+            other.remove("late")
+        assert ann.identify(-rows[:1], threshold=0.99) == [[]]  # a removal rebuilds the codes
+    with Gallery(path, create=False) as auto:  # below ANN_MIN_ROWS, "auto" searches exactly
+        assert auto.index_info()["kind"] == "exact"

@@ -22,6 +22,7 @@ FORBIDDEN = {
     "trt_runtime": {"trt_build", "pipeline", "cli", "serve", "app", "bench", "evaluation", "training", "export"},
     "trt_build": {"cli", "serve", "app", "bench", "evaluation", "training"},
     "pipeline": {"trt_build", "cli", "serve", "app", "bench", "evaluation", "training", "export"},
+    "gallery": {"trt_build", "trt_runtime", "cli", "serve", "app", "bench", "evaluation", "training", "export"},
     "serve": {"cli"},
     "app": {"cli", "serve"},
     "bench": {"cli"},

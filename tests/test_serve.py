@@ -22,7 +22,7 @@ import pytest
 
 from btnet_edge.bench.serve_load import run_load, same_faces, summarize
 from btnet_edge.errors import ServeError
-from btnet_edge.pipeline.gallery import Gallery
+from btnet_edge.gallery import Gallery
 from btnet_edge.pipeline.recognizer import Recognizer, main_face
 
 from .conftest import FIXTURES, needs_fixtures
@@ -62,7 +62,7 @@ def frames() -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def gallery_path(tiny_package, tmp_path_factory) -> Path:
-    from btnet_edge.cli.options import gallery_model_id
+    from btnet_edge.package.manifest import model_id as gallery_model_id
 
     path = tmp_path_factory.mktemp("gallery") / "people.db"
     with Recognizer(tiny_package) as rec:
@@ -155,7 +155,7 @@ def test_bad_requests_get_4xx_with_a_message(server, client):
 
 
 def test_enrollment_while_serving_is_seen_by_the_next_request(client, frames, gallery_path, tiny_package):
-    from btnet_edge.cli.options import gallery_model_id
+    from btnet_edge.package.manifest import model_id as gallery_model_id
 
     faces = client.get_encoded(frames[3])
     assert all(f.identity != "left_person" for f in faces)
@@ -258,4 +258,6 @@ def test_bench_serve_on_the_running_server(server, tiny_package, gallery_path, t
     assert min(per_frame) >= 6  # t1's six people at both scales
     assert load["batching"]["graphs"]["trunk"]["faces"] == 3 * sum(per_frame)  # each unique frame sent 3 times
     assert report["in_process"]["frames"] == 6 and report["kill"]["lost"] == 0 and report["kill"]["wrong"] == 0
+    for message in report["kill"]["error_messages"]:  # a killed front-end: 503 JSON from our proxy hook, no bare 500
+        assert "HTTP 503" in message and "500" not in message, message
     assert "faces/run" in capsys.readouterr().out

@@ -11,7 +11,7 @@ import pytest
 
 from btnet_edge.cli.main import main
 from btnet_edge.pipeline.face import Face
-from btnet_edge.pipeline.gallery import Gallery
+from btnet_edge.gallery import Gallery
 from btnet_edge.pipeline.track import Tracker
 
 from .conftest import FIXTURES, needs_fixtures

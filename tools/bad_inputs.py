@@ -61,7 +61,7 @@ def make_world(package: Path, work: Path) -> dict[str, Path]:
     """User files the cases must not destroy, and broken inputs to try."""
     from btnet_edge.package.loader import read_manifest
     from btnet_edge.package.manifest import model_id
-    from btnet_edge.pipeline.gallery import Gallery
+    from btnet_edge.gallery import Gallery
 
     photos = work / "photos"
     photos.mkdir(parents=True)
@@ -328,6 +328,14 @@ def cases(package: Path, work: Path, lines: list[tuple] | None = None) -> list[t
         ("run: --det-size 0", "run {PKG} {W}/photos --det-size 0"),
         ("export: ONNX trunk that is not ONNX", "export --trunk {W}/broken.onnx --out {W}/new_pkg --quiet"),
         ("bench-cpp: app is a text file", "bench-cpp {PKG} {W}/photos --app {W}/notes.txt"),
+        ("gallery: empty --remove", "gallery {W}/gallery.db --remove ''"),
+        ("gallery: --resolution without --threshold", "gallery {W}/gallery.db --resolution 14"),
+        ("run: PostgreSQL gallery unreachable", "run {PKG} {W}/photos --gallery postgresql://nobody@127.0.0.1:9/none"),
+        ("keys: revoke from a missing file", "keys revoke camera-1 --file {W}/nothere.json"),
+        ("keys: not a key file", "keys list --file {W}/notes.txt"),
+        ("serve: 0.0.0.0 without API keys", "serve {PKG} --host 0.0.0.0"),
+        ("serve: API key file missing", "serve {PKG} --api-keys {W}/nothere.json"),
+        ("bench-shared-gallery: photo missing", "bench-shared-gallery {PKG} --photo {W}/nothere.jpg"),
     ]
     if not given:
         lines = [*lines, *[(label, line, {"same_as": twin}) for label, line, twin in ORDER_CASES], *probe_cases(work)]
@@ -344,9 +352,14 @@ def cases(package: Path, work: Path, lines: list[tuple] | None = None) -> list[t
     return out
 
 
+SQLITE_TRANSIENT = ("-wal", "-shm", "-journal")  # SQLite's own files beside a database: it makes and removes them
+
+
 def _snapshot(folder: Path) -> dict[str, bytes]:
-    """The bytes of every file (a symlink is checked as a link, its target as the file it is)."""
-    return {str(p): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
+    """The bytes of every file (a symlink is checked as a link, its target as the file it is); SQLite's own
+    transient files beside a database are left out."""
+    return {str(p): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not p.is_symlink() and not p.name.endswith(SQLITE_TRANSIENT)}
 
 
 def _links(folder: Path) -> list[Path]:

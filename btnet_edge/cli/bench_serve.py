@@ -121,7 +121,7 @@ def _open_gallery(args: argparse.Namespace):
     if args.gallery is None:
         return None
     from ..package.loader import read_manifest
-    from ..pipeline.gallery import Gallery
+    from ..gallery import Gallery
     from .options import gallery_model_id
 
     manifest = read_manifest(args.package)

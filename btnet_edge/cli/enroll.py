@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import ConfigError, GalleryError, InputImageError
-from .options import add_runtime_options, gallery_model_id, recognizer_from_args
+from .options import add_runtime_options, gallery_model_id, gallery_target, recognizer_from_args
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -18,7 +18,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "refused unless --pick largest. Each person is written all or nothing.")
     p.add_argument("package", type=Path, help="model package folder")
     p.add_argument("images", nargs="*", help="image files or folders (with --name)")
-    p.add_argument("--gallery", required=True, type=Path, help="gallery database (created if missing)")
+    p.add_argument("--gallery", required=True, type=gallery_target,
+                   help="gallery file (created if missing), or postgresql://user@host/db")
     p.add_argument("--name", help="identity name for IMAGES")
     p.add_argument("--people", type=Path, help="bulk: a folder of <name>/ folders of photos")
     p.add_argument("--pick", choices=("largest",),
@@ -31,21 +32,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..pipeline.enrollment import collect_identity, enroll_people, write_identity
+    from ..gallery import Gallery
+    from ..gallery.enrollment import collect_identity, enroll_people, write_identity
     from ..package.loader import read_manifest
-    from ..pipeline.gallery import Gallery
     from ..pipeline.sources import expand_inputs
 
     if (args.people is None) == (args.name is None):
         raise ConfigError("give --name NAME with IMAGES, or --people DIR for people/<name>/ folders")
     if args.name is not None and not args.name.strip():
         raise ConfigError("--name is empty; give the person's name, e.g. --name \"Ada Lovelace\"")
-    if args.gallery.is_dir():
+    if isinstance(args.gallery, Path) and args.gallery.is_dir():
         raise GalleryError(f"--gallery {args.gallery} is a folder; give a database file, e.g. {args.gallery / 'gallery.db'}")
     manifest = read_manifest(args.package)
-    if args.gallery.exists():  # another model's gallery is refused before the (slow) detection
-        Gallery(args.gallery, embedding_size=manifest.embedding_size, create=False,
-                model_id=gallery_model_id(manifest)).close()
+    _check_existing(args.gallery, manifest)
     if args.people is not None and args.images:
         raise ConfigError("--people enrolls the folders under DIR; do not also list IMAGES")
     if args.name is not None and not args.images:
@@ -62,9 +61,9 @@ def run(args: argparse.Namespace) -> int:
                 total = next(i.count for i in gallery.identities() if i.name == args.name)
             print(json.dumps({**result.to_json(), "embeddings": total}))
             return 0
-        with open_gallery() as gallery:
-            results = enroll_people(recognizer, gallery, args.people, args.pick, args.skip_missing,
-                                    progress=not args.quiet)
+        # opened when the first person is ready: a run that enrolls nobody leaves no empty gallery
+        results = enroll_people(recognizer, open_gallery, args.people, args.pick, args.skip_missing,
+                                progress=not args.quiet)
     failed = [r for r in results if r.error]
     print(json.dumps({"people": [r.to_json() for r in results], "enrolled": len(results) - len(failed),
                       "failed": len(failed), "embeddings_added": sum(r.added for r in results)}, indent=2))
@@ -72,3 +71,15 @@ def run(args: argparse.Namespace) -> int:
         raise InputImageError(f"{len(failed)} of {len(results)} people not enrolled ({', '.join(r.name for r in failed)})"
                               "; the others were. See the summary above, fix those photos and run again for them")
     return 0
+
+
+def _check_existing(target, manifest) -> None:
+    """Another model's gallery is refused before the (slow) detection; a missing one is created later."""
+    from ..gallery import Gallery
+
+    try:
+        Gallery(target, embedding_size=manifest.embedding_size, create=False, readonly=True,
+                model_id=gallery_model_id(manifest)).close()
+    except GalleryError as exc:
+        if "no gallery there" not in str(exc):
+            raise

@@ -30,6 +30,8 @@ SUBCOMMANDS = {
     "export-triton": "export_triton",
     "bench-gallery": "bench_gallery",
     "bench-cpp": "bench_cpp",
+    "keys": "keys",
+    "bench-shared-gallery": "bench_shared_gallery",
 }
 
 log = logging.getLogger("btnet_edge")

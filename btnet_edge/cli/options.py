@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..errors import ConfigError
 
@@ -210,3 +211,12 @@ def gallery_model_id(manifest) -> str:
     from ..package.manifest import model_id
 
     return model_id(manifest)
+
+
+def gallery_target(text: str):
+    """argparse type of --gallery: a SQLite file (a Path) or a PostgreSQL URL (kept as typed: Path would fold '//')."""
+    from ..gallery.gallery import is_server_url
+
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a gallery file (people.db) or postgresql://user@host/db, found ''")
+    return text if is_server_url(text) else Path(text)

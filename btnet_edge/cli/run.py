@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from ..errors import BtnetError, ConfigError, InputImageError
-from .options import add_runtime_options, gallery_model_id, positive_int, recognizer_from_args, write_json
+from .options import (add_runtime_options, gallery_model_id, gallery_target, positive_int, recognizer_from_args,
+                      write_json)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +23,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                               description="Detect, dispatch by size, embed and (with --gallery) identify faces.")
     p.add_argument("package", type=Path, help="model package folder")
     p.add_argument("inputs", nargs="+", help="images, folders, video files, or a camera index (0)")
-    p.add_argument("--gallery", type=Path, help="gallery database to identify against")
+    p.add_argument("--gallery", type=gallery_target,
+                   help="gallery to identify against: a file, or postgresql://user@host/db (opened read-only)")
     p.add_argument("--json", type=Path, help="write results as JSON here ('-' for stdout)")
     p.add_argument("--jsonl", type=Path, help="stream results as JSON lines here, one per frame, flushed as it goes "
                                               "('-' for stdout); a new file (or --force)")
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from ..pipeline.draw import draw_faces
-    from ..pipeline.gallery import Gallery
+    from ..gallery import Gallery
     from ..pipeline.sources import count_frames, expand_inputs, iter_frames
     from ..pipeline.track import Tracker
     from ..safe_io import check_file_target, refuse_inputs_as_target
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         from ..package.loader import read_manifest
 
         manifest = read_manifest(args.package)
-        gallery = Gallery(args.gallery, embedding_size=manifest.embedding_size, create=False,
+        gallery = Gallery(args.gallery, embedding_size=manifest.embedding_size, create=False, readonly=True,
                           model_id=gallery_model_id(manifest))
     recognizer = recognizer_from_args(args, gallery=gallery)
     results: list[dict] = []

@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import time
 from pathlib import Path
 
-from .options import add_detector_options
+from .options import add_detector_options, gallery_target
 
 log = logging.getLogger(__name__)
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -24,10 +23,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                               description="POST encoded images to /v1/faces; faces of concurrent requests are batched "
                                           "per resolution before the branches and the trunk. Needs btnet-edge[serve].")
     p.add_argument("package", type=Path, help="model package folder")
-    p.add_argument("--gallery", type=Path, help="SQLite gallery to identify against (each worker reads it; "
-                                                "enroll with `btnet-edge enroll` while serving)")
-    p.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default loopback; 0.0.0.0 exposes the API, "
-                                                        "which has no authentication)")
+    p.add_argument("--gallery", type=gallery_target,
+                   help="gallery to identify against: a SQLite file (every front-end on this machine reads it) or "
+                        "postgresql://user@host/db (one gallery for every node); enroll with `btnet-edge enroll` or, "
+                        "with an admin key, POST /v1/identities/NAME")
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help="address to bind (default loopback); another address needs --api-keys or --insecure-no-auth")
+    p.add_argument("--api-keys", type=Path, metavar="KEYS",
+                   help="API key file (`btnet-edge keys new NAME --file KEYS`): every request needs "
+                        "'Authorization: Bearer KEY'; admin keys may enroll, remove and list identities")
+    p.add_argument("--insecure-no-auth", action="store_true",
+                   help="bind a non-loopback --host without API keys (only behind a gateway that authenticates)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
     p.add_argument("--address", help="join a running Ray cluster (e.g. 'auto' after `ray start --head`)")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance started when --address is not given")
@@ -55,12 +61,19 @@ def config_from_args(args: argparse.Namespace):
 
     read_manifest(args.package)  # a wrong folder fails here, with the package's own message
     return ServeConfig(
-        package=str(args.package.resolve()), gallery=str(args.gallery.resolve()) if args.gallery else None,
+        package=str(args.package.resolve()), gallery=_gallery_setting(args.gallery),
+        api_keys=str(args.api_keys.resolve()) if args.api_keys else None, insecure_no_auth=args.insecure_no_auth,
         host=args.host, port=args.port, frontends=args.frontends, frontend_threads=args.frontend_threads,
         embedders=args.embedders, max_batch_requests=args.max_batch_requests, batch_wait_ms=args.batch_wait_ms,
         max_request_mb=args.max_request_mb, max_image_mpx=args.max_image_mpx, embed_timeout_s=args.embed_timeout_s,
         replica_cpus=args.replica_cpus, threads=args.threads, detector=args.detector, detector_kind=args.detector_kind,
         det_threshold=args.det_threshold, max_side=args.max_side)
+
+
+def _gallery_setting(target) -> str | None:
+    if target is None:
+        return None
+    return str(target.resolve()) if isinstance(target, Path) else target
 
 
 def serve_config_file(config) -> dict:
@@ -84,16 +97,28 @@ def run(args: argparse.Namespace) -> int:
                  args.write_config, args.write_config)
         return 0
     from ..serve import app
+    from ..serve.config import is_loopback
 
-    if config.host not in LOOPBACK:
-        log.warning("binding %s: the face API is reachable from other machines and has no authentication", config.host)
+    if not is_loopback(config.host) and not config.api_keys:
+        log.warning("binding %s without API keys (--insecure-no-auth): anyone who reaches it can identify faces",
+                    config.host)
+    previous = signal.getsignal(signal.SIGTERM)
+    # start outside the try: a start that fails (preflight) must not stop a Ray session it did not make
     url = app.start(config, address=args.address, num_cpus=args.num_cpus)
-    print(json.dumps({"url": url, "faces": f"POST {url}/v1/faces", "health": f"GET {url}/v1/health"}), flush=True)
     try:
+        # after ray.init, which installs a handler of its own that aborts the process: systemd, docker stop and
+        # kill get the same clean stop as Ctrl-C (Serve, then every Ray process this command started)
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
+        print(json.dumps({"url": url, "faces": f"POST {url}/v1/faces", "health": f"GET {url}/v1/health"}), flush=True)
         while True:
             time.sleep(1.0)
     except KeyboardInterrupt:
         log.info("stopping the face server")
     finally:
-        app.stop()
+        app.stop()  # Serve, then the Ray processes this command started (dashboard and runtime-env agents too)
+        signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _stop_on_sigterm(signum, frame) -> None:
+    raise KeyboardInterrupt

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping
 
 from .._deps import require
-from ..errors import ServeError
-from .config import ServeConfig
-from .protocol import FACES_PATH, HEALTH_PATH, STATS_PATH
+from ..errors import GalleryError, ServeError
+from .auth import KeyChecker, bearer_token
+from .config import ServeConfig, is_loopback
+from .protocol import FACES_PATH, HEALTH_PATH, IDENTITIES_PATH, STATS_PATH
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ def build_app(config: ServeConfig):
             from .embedder import BatchEmbedder
 
             cfg = ServeConfig.from_dict(settings)
+            _replica_grpc_on_loopback()
             self.core = BatchEmbedder(load_package(cfg.package), cfg.recognizer_config())
 
         @serve.batch(max_batch_size=config.max_batch_requests, batch_wait_timeout_s=wait_s)
@@ -64,9 +67,11 @@ def build_app(config: ServeConfig):
             from .frontend import FrontEnd
 
             self.config = ServeConfig.from_dict(settings)
+            _replica_grpc_on_loopback()
             self.embedder = embedder
             self.pool = ThreadPoolExecutor(self.config.frontend_threads, thread_name_prefix="btnet-frontend")
             self.core = FrontEnd(self.config, self._embed)
+            self.keys = KeyChecker(self.config.api_keys) if self.config.api_keys else None
 
         def __del__(self) -> None:  # Serve calls it when the replica shuts down
             if hasattr(self, "core"):  # absent when __init__ failed
@@ -102,24 +107,57 @@ def build_app(config: ServeConfig):
                 if path == HEALTH_PATH:
                     return JSONResponse({"status": "ok", "package": self.core.package.manifest.name,
                                          "resolutions": self.core.package.manifest.resolutions})
+                admin = path == IDENTITIES_PATH or path.startswith(IDENTITIES_PATH + "/")
+                caller = self._authorize(request.headers.get("authorization"), admin)
+                loop = asyncio.get_running_loop()
+                if admin:
+                    return JSONResponse(await self._admin(request, path, caller, loop))
                 if path == STATS_PATH:
                     stats = await asyncio.wait_for(self.embedder.stats.remote(), self.config.embed_timeout_s)
                     return JSONResponse(stats)
                 if path != FACES_PATH:
-                    raise HttpError(404, f"no endpoint {path}; POST images to {FACES_PATH}, GET {HEALTH_PATH} "
-                                         f"or {STATS_PATH}")
+                    raise HttpError(404, f"no endpoint {path}; POST images to {FACES_PATH}, GET {HEALTH_PATH}, "
+                                         f"{STATS_PATH} or (admin keys) {IDENTITIES_PATH}")
                 if request.method != "POST":
                     raise HttpError(405, f"{FACES_PATH} takes POST with the bytes of an encoded image")
                 body = await _read_limited(request, self.config.max_request_bytes)
-                loop = asyncio.get_running_loop()
                 return JSONResponse(await loop.run_in_executor(self.pool, self.core.process, body))
             except HttpError as exc:
-                return JSONResponse({"error": str(exc)}, status_code=exc.status)
+                return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=exc.headers)
             except asyncio.TimeoutError:
                 return JSONResponse({"error": "the embedder did not answer in time; retry"}, status_code=504)
+            except GalleryError as exc:  # e.g. the PostgreSQL server is down: the client may retry
+                return JSONResponse({"error": f"the gallery is unavailable: {exc}"}, status_code=503,
+                                    headers={"Retry-After": "2"})
             except Exception as exc:  # the client gets a message, the log keeps the traceback
                 log.exception("request failed")
                 return JSONResponse({"error": f"server error: {type(exc).__name__}: {exc}"}, status_code=500)
+
+        def _authorize(self, header: str | None, admin: bool) -> str:
+            """The caller's key name ("anonymous" without --api-keys), or 401/403 saying what to send."""
+            return authorize(self.keys, header, admin)
+
+        async def _admin(self, request, path: str, caller: str, loop) -> dict:
+            import urllib.parse
+
+            from . import admin
+            from .frontend import HttpError
+
+            name = urllib.parse.unquote(path[len(IDENTITIES_PATH) + 1:]) if path != IDENTITIES_PATH else None
+            if name is None:
+                if request.method != "GET":
+                    raise HttpError(405, f"GET {IDENTITIES_PATH} lists; POST/DELETE {IDENTITIES_PATH}/NAME "
+                                         "enroll a photo or remove")
+                return await loop.run_in_executor(self.pool, admin.list_identities, self.core)
+            if request.method == "POST":
+                body = await _read_limited(request, self.config.max_request_bytes)
+                pick = request.query_params.get("pick")
+                if pick not in (None, "largest"):
+                    raise HttpError(400, f"pick={pick!r}: use pick=largest, or leave it out to refuse group photos")
+                return await loop.run_in_executor(self.pool, admin.enroll_photo, self.core, name, body, pick, caller)
+            if request.method == "DELETE":
+                return await loop.run_in_executor(self.pool, admin.remove_identity, self.core, name)
+            raise HttpError(405, f"{IDENTITIES_PATH}/NAME takes POST (a photo to enroll) or DELETE")
 
     common = {"health_check_period_s": HEALTH_CHECK_PERIOD_S, "health_check_timeout_s": HEALTH_CHECK_TIMEOUT_S,
               "ray_actor_options": {"num_cpus": config.replica_cpus}}
@@ -147,6 +185,27 @@ async def _read_limited(request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def authorize(keys: KeyChecker | None, header: str | None, admin: bool) -> str:
+    """The caller's key name, or HttpError 401 (no or unknown key) / 403 (not an admin key for admin routes)."""
+    from .frontend import HttpError
+
+    if keys is None:
+        return "anonymous"
+    challenge = {"WWW-Authenticate": 'Bearer realm="btnet-edge"'}
+    token = bearer_token(header)
+    if token is None:
+        raise HttpError(401, "this server needs an API key: send the header 'Authorization: Bearer KEY' (keys come "
+                             "from `btnet-edge keys new NAME --file KEYS` on the server)", challenge)
+    key = keys.role_of(token)
+    if key is None:
+        raise HttpError(401, "the API key is not valid (mistyped, or revoked); ask the server's operator for a key",
+                        challenge)
+    if admin and key.role != "admin":
+        raise HttpError(403, f"key {key.name!r} may identify faces but not change or list the gallery; use an "
+                             "admin key (`btnet-edge keys new NAME --admin`)")
+    return key.name
+
+
 def app_builder(args: Mapping[str, Any]):
     """Entry point for Ray Serve config files: ``import_path: btnet_edge.serve.app:app_builder``."""
     return build_app(ServeConfig.from_dict(dict(args)))
@@ -155,13 +214,15 @@ def app_builder(args: Mapping[str, Any]):
 def preflight(config: ServeConfig) -> None:
     """Fail here, with the package's or gallery's own message, rather than as a replica that keeps dying."""
     from ..package.loader import load_package
+    from ..gallery import Gallery
     from ..package.manifest import model_id
-    from ..pipeline.gallery import Gallery
 
     manifest = load_package(config.package).manifest  # sha256 of every file checked
     if config.gallery:
-        Gallery(config.gallery, embedding_size=manifest.embedding_size, create=False,
+        Gallery(config.gallery, embedding_size=manifest.embedding_size, create=False, readonly=True,
                 model_id=model_id(manifest)).close()
+    if config.api_keys:
+        KeyChecker(config.api_keys)  # a missing or malformed key file fails here, not in every replica
     if config.detector and not Path(config.detector).is_file():
         raise ServeError(f"detector {config.detector} does not exist; pass an SCRFD/YuNet ONNX file or leave "
                          "--detector out for the bundled RetinaFace")
@@ -172,8 +233,13 @@ def start(config: ServeConfig, address: str | None = None, num_cpus: int | None 
     ray = require("ray", extra="serve")
     serve = _serve()
     preflight(config)
+    from .proxy_errors import CALLBACK, CALLBACK_ENV
+
+    os.environ.setdefault(CALLBACK_ENV, CALLBACK)  # read by Ray's proxy process, which inherits our environment
     if not ray.is_initialized():
         options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        if not address and is_loopback(config.host):
+            _ray_on_loopback()
         if address:
             options["address"] = address
         elif num_cpus:
@@ -188,6 +254,39 @@ def start(config: ServeConfig, address: str | None = None, num_cpus: int | None 
         raise ServeError(f"the face server did not start: {exc}") from None
     log.info("serving %s at %s", config.package, config.url)
     return config.url
+
+
+def _ray_on_loopback() -> None:
+    """Ray's own servers (GCS, raylet, agents, workers) on 127.0.0.1 only, as the API is.
+
+    Ray's single-machine mode (the default on macOS and Windows, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0)
+    uses the loopback address as the node address; Ray reads the variable when it is imported, so
+    the processes it starts get it from the environment and this process from the constant."""
+    import ray._private.ray_constants as ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def _replica_grpc_on_loopback() -> None:
+    """In a replica on a loopback-only node, bind Serve's inter-deployment gRPC server to 127.0.0.1 too.
+
+    Ray Serve 2.60 binds it to ``[::]:0`` whatever the node address (``ray/serve/_private/replica.py``,
+    ``_on_initialized``, after the deployment's ``__init__``): on a single machine served on loopback
+    (``_ray_on_loopback``) that is the one Ray port left on every interface. Only there is the call
+    redirected; on a cluster node, replicas of other nodes must reach it, so it is left alone."""
+    import ray
+    from ray.serve._private import replica
+
+    if ray.util.get_node_ip_address() != "127.0.0.1" or getattr(replica, "_btnet_loopback", False):
+        return
+    bind = replica.add_port_to_grpc_server
+
+    def on_loopback(server, address: str):
+        return bind(server, address.replace("[::]", "127.0.0.1", 1))
+
+    replica.add_port_to_grpc_server = on_loopback
+    replica._btnet_loopback = True
 
 
 def stop() -> None:

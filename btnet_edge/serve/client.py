@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -18,29 +19,29 @@ import numpy as np
 from ..errors import ServeError
 from ..pipeline.face import Face
 from ..pipeline.image import check_bgr_image
-from .protocol import DEFAULT_HOST, DEFAULT_PORT, FACES_PATH, HEALTH_PATH, STATS_PATH, face_from_wire
+from .protocol import DEFAULT_HOST, DEFAULT_PORT, FACES_PATH, HEALTH_PATH, IDENTITIES_PATH, STATS_PATH, face_from_wire
 
 DEFAULT_TIMEOUT_S = 30.0
 JPEG_QUALITY = 95
 
 
 class FaceClient:
-    """Talks to ``btnet-edge serve``. ``timeout_s`` bounds each request (connect and answer)."""
+    """Talks to ``btnet-edge serve``. ``timeout_s`` bounds each request (connect and answer); ``api_key`` is sent
+    as ``Authorization: Bearer`` (use https:// through a TLS proxy when it crosses a network)."""
 
     def __init__(self, url: str = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}", timeout_s: float = DEFAULT_TIMEOUT_S,
-                 encoding: str = ".jpg") -> None:
+                 encoding: str = ".jpg", api_key: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
         self.encoding = encoding
+        self._api_key = api_key
+
+    def __repr__(self) -> str:  # never the key
+        return f"FaceClient({self.url!r}, api_key={'set' if self._api_key else None})"
 
     def get(self, image: np.ndarray) -> list[Face]:
         """Faces of one BGR uint8 frame (encoded as ``encoding`` for the wire)."""
-        frame = check_bgr_image(image)
-        params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if self.encoding == ".jpg" else []
-        ok, data = cv2.imencode(self.encoding, frame, params)
-        if not ok:
-            raise ServeError(f"OpenCV cannot encode the frame as {self.encoding}; pass encoding='.png' or '.jpg'")
-        return self.get_encoded(data.tobytes())
+        return self.get_encoded(self._encode(image))
 
     def get_encoded(self, data: bytes) -> list[Face]:
         """Faces of an already encoded image (the bytes of a JPEG/PNG file)."""
@@ -54,9 +55,33 @@ class FaceClient:
         """Embedder counters: graph runs and faces per branch run (the cross-request batching)."""
         return self._call("GET", STATS_PATH)
 
+    def enroll(self, name: str, image: np.ndarray | bytes, pick: str | None = None) -> dict[str, Any]:
+        """Admin keys: enroll the face of one photo (BGR frame or encoded bytes) as ``name``."""
+        data = image if isinstance(image, (bytes, bytearray)) else self._encode(image)
+        query = "?pick=largest" if pick == "largest" else ""
+        return self._call("POST", f"{IDENTITIES_PATH}/{urllib.parse.quote(name, safe='')}{query}", bytes(data))
+
+    def remove(self, name: str) -> dict[str, Any]:
+        """Admin keys: remove ``name`` and its embeddings."""
+        return self._call("DELETE", f"{IDENTITIES_PATH}/{urllib.parse.quote(name, safe='')}")
+
+    def identities(self) -> list[dict[str, Any]]:
+        """Admin keys: every enrolled identity with its embedding count and resolutions."""
+        return self._call("GET", IDENTITIES_PATH)["identities"]
+
+    def _encode(self, image: np.ndarray) -> bytes:
+        frame = check_bgr_image(image)
+        params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if self.encoding == ".jpg" else []
+        ok, data = cv2.imencode(self.encoding, frame, params)
+        if not ok:
+            raise ServeError(f"OpenCV cannot encode the frame as {self.encoding}; pass encoding='.png' or '.jpg'")
+        return data.tobytes()
+
     def _call(self, method: str, path: str, body: bytes | None = None) -> dict[str, Any]:
-        request = urllib.request.Request(self.url + path, data=body, method=method,
-                                         headers={"Content-Type": "application/octet-stream"})
+        headers = {"Content-Type": "application/octet-stream"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        request = urllib.request.Request(self.url + path, data=body, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 return json.loads(response.read())

@@ -8,13 +8,19 @@ from typing import Any, Mapping
 from ..errors import ConfigError
 from .protocol import DEFAULT_HOST, DEFAULT_PORT
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def is_loopback(host: str) -> bool:
+    return host in LOOPBACK or host.startswith("127.")
+
 
 @dataclass(frozen=True)
 class ServeConfig:
     """What ``btnet-edge serve`` runs. Sizes carry their units in their names."""
 
     package: str
-    gallery: str | None = None  # SQLite gallery, opened read-only-in-spirit by every front-end thread
+    gallery: str | None = None  # SQLite file or postgresql:// URL; each front-end thread opens its own connection
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     frontends: int = 1  # replicas that decode, detect and align (per request)
@@ -32,8 +38,14 @@ class ServeConfig:
     detector_kind: str | None = None
     det_threshold: float | None = None
     max_side: int | None = None
+    api_keys: str | None = None  # key file of `btnet-edge keys new`: requests need Authorization: Bearer KEY
+    insecure_no_auth: bool = False  # allow a non-loopback host without api_keys (behind your own gateway)
 
     def __post_init__(self) -> None:
+        if not is_loopback(self.host) and not self.api_keys and not self.insecure_no_auth:
+            raise ConfigError(f"binding {self.host} exposes the face API to the network without authentication: give "
+                              "--api-keys KEYS (create keys with `btnet-edge keys new NAME --file KEYS`), or "
+                              "--insecure-no-auth if a gateway of yours authenticates every request")
         for name in ("frontends", "frontend_threads", "embedders", "max_batch_requests", "port"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < (0 if name == "port" else 1):
                 raise ConfigError(f"serve setting {name} should be a positive integer, found {getattr(self, name)!r}")

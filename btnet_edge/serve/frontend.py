@@ -30,9 +30,10 @@ EmbedCall = Callable[[dict[int, np.ndarray]], Mapping[int, np.ndarray]]
 class HttpError(BtnetError):
     """A request the server answers with ``status`` and a message saying what to do."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.headers = headers or {}
 
 
 class RemoteRunner:
@@ -69,8 +70,8 @@ def decode_image(body: bytes, max_bytes: int, max_pixels: float) -> np.ndarray:
         raise HttpError(400, f"the {len(body)} bytes are not an image whose size can be read from its header; POST "
                              "the bytes of a JPEG/PNG/BMP/WebP file")
     if size[0] * size[1] > max_pixels:
-        raise HttpError(413, f"image of {size[0]}x{size[1]} px is over the limit of {max_pixels / 1e6:g} Mpx; send a "
-                             "smaller frame or raise --max-image-mpx")
+        raise HttpError(413, f"image of {size[0]}x{size[1]} px (declared by its header) is over the limit of "
+                             f"{max_pixels / 1e6:g} Mpx; send a smaller frame or raise --max-image-mpx")
     frame = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
     if frame is None or frame.size == 0:
         raise HttpError(400, f"the {len(body)} bytes are not an image OpenCV can decode; POST the bytes of a "
@@ -109,15 +110,15 @@ class FrontEnd:
         return rec
 
     def _make_recognizer(self) -> Recognizer:
+        from ..gallery import Gallery
         from ..package.manifest import model_id
-        from ..pipeline.gallery import Gallery
 
         c = self.config
         gallery = None
-        if c.gallery:  # one SQLite connection per thread: sqlite3 connections are not shared across threads
+        if c.gallery:  # one connection per thread; written only through admin keys (read-only without keys)
             manifest = self.package.manifest
             gallery = Gallery(c.gallery, embedding_size=manifest.embedding_size, create=False,
-                              model_id=model_id(manifest))
+                              readonly=not c.api_keys, model_id=model_id(manifest))
         # graphs run in the embedder: this Recognizer detects and aligns, and never loads them
         rec = Recognizer.from_config(c.recognizer_config(), package=self.package, runner=RemoteRunner(self._embed),
                                      gallery=gallery)

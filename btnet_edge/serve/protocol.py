@@ -19,6 +19,7 @@ from ..pipeline.face import Face
 FACES_PATH = "/v1/faces"
 HEALTH_PATH = "/v1/health"
 STATS_PATH = "/v1/stats"
+IDENTITIES_PATH = "/v1/identities"  # admin keys: GET lists, POST /v1/identities/NAME enrolls a photo, DELETE removes
 DEFAULT_PORT = 8000
 DEFAULT_HOST = "127.0.0.1"  # loopback: exposing the API to a network is an explicit choice (--host)
 _FLOAT = np.dtype("<f4")

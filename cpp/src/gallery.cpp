@@ -13,6 +13,7 @@ namespace {
 
 constexpr const char* kFormatTag = "btnet-edge-gallery";
 constexpr const char* kSchemaVersion = "1";
+constexpr double kNormTolerance = 1e-4;  // gallery/records.py NORM_TOLERANCE
 
 using Database = std::unique_ptr<sqlite3, decltype(&sqlite3_close)>;
 using Statement = std::unique_ptr<sqlite3_stmt, decltype(&sqlite3_finalize)>;
@@ -90,6 +91,16 @@ Gallery::Gallery(const std::filesystem::path& path, const std::string& model_id,
     const size_t offset = matrix_.size();
     matrix_.resize(offset + embedding_size_);
     std::memcpy(matrix_.data() + offset, sqlite3_column_blob(rows.get(), 3), bytes);  // little-endian hosts
+    // As the Python gallery: a stored row must be finite and of unit norm (a flipped exponent bit would
+    // otherwise outscore every real match). Refused here, naming the fix; Python quarantines and lists it.
+    double norm = 0;
+    for (int k = 0; k < embedding_size_; ++k) norm += static_cast<double>(matrix_[offset + k]) * matrix_[offset + k];
+    norm = std::sqrt(norm);
+    if (!(std::abs(norm - 1.0) <= kNormTolerance))
+      throw GalleryError(path.string() + ": embedding " + std::to_string(sqlite3_column_int64(rows.get(), 2)) + " of '" +
+                         name + "' is not a finite unit vector (norm " + std::to_string(norm) +
+                         "); the gallery was edited or damaged: `btnet-edge gallery " + path.string() +
+                         " --remove '" + name + "'`, then enroll again");
   }
 }
 
@@ -116,7 +127,7 @@ std::optional<Match> Gallery::identify(const std::vector<float>& embedding, int 
     for (size_t row = starts_[identity]; row < end; ++row) {
       float dot = 0;
       for (int k = 0; k < embedding_size_; ++k) dot += probe[k] * matrix_[row * embedding_size_ + k];
-      score = std::max(score, std::clamp(dot, -1.0f, 1.0f));
+      score = std::max(score, dot);  // rows are checked unit vectors: nothing to clip
     }
     if (!best || score > best->score) best = Match{names_[identity], score, ids_[identity]};
   }

@@ -74,6 +74,10 @@ int main() {
   const fs::path not_db = path.string() + ".txt";
   { FILE* f = std::fopen(not_db.c_str(), "w"); std::fputs("hello, not sqlite", f); std::fclose(f); }
   EXPECT_ERROR(GalleryError, Gallery{not_db}, "is not a btnet-edge gallery");
+  sqlite3_open(path.c_str(), &db);  // a tampered row: one component's exponent raised
+  add_vector(db, 2, {0.6f, 0.8f * 1024.0f, 0}, 28);
+  sqlite3_close(db);
+  EXPECT_ERROR(GalleryError, Gallery(path, "", 3), "of 'bob' is not a finite unit vector");
   fs::remove(path);
   fs::remove(not_db);
   return TEST_MAIN_RETURN;

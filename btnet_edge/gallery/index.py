@@ -1,10 +1,12 @@
-"""The in-memory side of a gallery: one embedding matrix, grown by appends, searched in chunks.
+"""The in-memory side of a local gallery: one embedding matrix, grown by appends, searched exactly.
 
 Rows stay in the order they were enrolled (embedding id order), so a reload after
 new enrolments reads only the new rows. Per-identity scores come from a permutation
 that groups rows by identity (``order``) and ``np.maximum.reduceat``. The matrix may be
 float16 (half the memory; cosines change by about 1e-3); search converts one chunk
-at a time to float32, so no full-size float32 copy ever exists.
+at a time to float32, so no full-size float32 copy ever exists. Scores are never
+clipped: rows are checked for unit norm before they get here, so a cosine outside
+[-1, 1] would be a bug to see, not to hide.
 """
 
 from __future__ import annotations
@@ -21,15 +23,17 @@ ROW_CHUNK = 1 << 16  # rows converted to float32 at once when the matrix is floa
 
 
 @dataclass(frozen=True)
-class IdentityScores:
-    """Max cosine per identity for each probe: ``scores`` (M, I), column j is identity ``ids[j]``."""
+class Ranked:
+    """The best identities for one probe, best first: ``identity_ids[i]`` scored ``scores[i]``."""
 
-    scores: np.ndarray
-    ids: tuple[int, ...]
+    identity_ids: tuple[int, ...]
+    scores: tuple[float, ...]
 
 
-class EmbeddingIndex:
+class ExactIndex:
     """Embeddings with their row (embedding) ids and identity ids; ``append`` only, rebuild to delete."""
+
+    kind = "exact"
 
     def __init__(self, dim: int, dtype: str = "float32") -> None:
         if dtype not in MATRIX_DTYPES:
@@ -43,23 +47,12 @@ class EmbeddingIndex:
         self.identity_ids: tuple[int, ...] = ()
 
     @property
-    def max_row_id(self) -> int:
-        return int(self._row_ids[self.rows - 1]) if self.rows else 0
-
-    @property
     def nbytes(self) -> int:
         """Memory held by the matrix and the per-row arrays (capacity included)."""
         return self._matrix.nbytes + self._row_ids.nbytes + self._identity.nbytes + self._order.nbytes
 
-    def holds_last(self, identity_id: int, vector: np.ndarray) -> bool:
-        """Whether the last row held is still (``identity_id``, ``vector``) in the file: SQLite reuses the
-        ids of deleted tail rows, so an id alone does not prove the row is the one we loaded."""
-        n = self.rows
-        return bool(n) and int(self._identity[n - 1]) == identity_id and \
-            np.array_equal(self._matrix[n - 1], vector.astype(self.dtype))
-
     def append(self, row_ids: np.ndarray, identity_ids: np.ndarray, vectors: np.ndarray) -> None:
-        """Add rows with ids above every id held (the caller reads ``WHERE id > max_row_id``)."""
+        """Add rows with ids above every id held (the caller reads ``WHERE id > last id``)."""
         n = len(row_ids)
         if not n:
             return
@@ -82,12 +75,12 @@ class EmbeddingIndex:
         self._starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]]) if self.rows else np.empty(0, np.int64)
         self.identity_ids = tuple(int(i) for i in grouped[self._starts])
 
-    def scores(self, probes: np.ndarray) -> IdentityScores:
-        """Max cosine per identity for unit ``probes`` (M, D) float32, in blocks of probes and rows."""
+    def identity_scores(self, probes: np.ndarray) -> np.ndarray:
+        """(M, I) max cosine per identity (columns in ``identity_ids`` order), in blocks of probes and rows."""
         m, n = len(probes), self.rows
         out = np.empty((m, len(self._starts)), np.float32)
         if not n:
-            return IdentityScores(out, ())
+            return out
         block = max(1, SEARCH_BLOCK_ELEMENTS // n)
         cosines = np.empty((min(block, m), n), np.float32)
         for p in range(0, m, block):
@@ -100,8 +93,35 @@ class EmbeddingIndex:
                     rows = self._matrix[r:min(r + ROW_CHUNK, n)].astype(np.float32)
                     np.matmul(chunk, rows.T, out=view[:, r:r + len(rows)])
             out[p:p + len(chunk)] = np.maximum.reduceat(view[:, self._order], self._starts, axis=1)
-        np.clip(out, -1.0, 1.0, out=out)
-        return IdentityScores(out, self.identity_ids)
+        return out
+
+    def search(self, probes: np.ndarray, top_k: int) -> list[Ranked]:
+        """The ``top_k`` identities of each probe by max cosine, best first (ties: lower identity id)."""
+        if not self.identity_ids:
+            return [Ranked((), ()) for _ in probes]
+        scores = self.identity_scores(probes)
+        ids = np.asarray(self.identity_ids, np.int64)
+        k = min(top_k, scores.shape[1])
+        out = []
+        for row in scores:
+            best = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
+            best = sorted(best, key=lambda j: (-row[j], ids[j]))
+            out.append(Ranked(tuple(int(ids[j]) for j in best), tuple(float(row[j]) for j in best)))
+        return out
+
+    def rescore(self, probe: np.ndarray, positions: np.ndarray, top_k: int) -> Ranked:
+        """Exact max cosine per identity over the rows at ``positions`` only (an ANN's candidates)."""
+        positions = positions[(positions >= 0) & (positions < self.rows)]
+        if not len(positions):
+            return Ranked((), ())
+        cosines = self._matrix[positions].astype(np.float32) @ probe
+        owners = self._identity[positions]
+        best: dict[int, float] = {}
+        for owner, score in zip(owners.tolist(), cosines.tolist()):
+            if score > best.get(owner, -np.inf):
+                best[owner] = score
+        ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]
+        return Ranked(tuple(i for i, _ in ranked), tuple(s for _, s in ranked))
 
 
 def _grown(array: np.ndarray, capacity: int) -> np.ndarray:
