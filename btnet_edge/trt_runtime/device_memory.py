@@ -257,7 +257,16 @@ class PycudaMemory(CudaMemory):
 
 
 def cuda_memory() -> CudaMemory:
-    """cuda-python when installed, else pycuda; a clear error naming both when neither is."""
+    """cuda-python when installed, else pycuda; a clear error naming both when neither is.
+
+    With ``BTNET_TRT_STANDIN=1`` it is the stand-in GPU of the TensorRT stand-in (a test tool).
+    """
+    from .compat import standin_enabled
+
+    if standin_enabled():
+        from ..testing.trt_standin.device import MEMORY
+
+        return MEMORY
     if available("cuda.bindings.runtime") or available("cuda.cudart"):
         return CudaPythonMemory()
     if available("pycuda.driver"):
