@@ -108,6 +108,37 @@ class DetectPlan:
                 DetectPass("enlarged", enlarged, tile, overlap, 0.0, split * _RANGE_SLACK, doubt)]
 
 
+def fit_passes(passes: list[DetectPass], height: int, width: int, max_hw: tuple[int, int],
+               align: int = 32) -> list[DetectPass]:
+    """``passes`` changed so that every input they make, padded to ``align``, fits ``max_hw`` (an engine's profile).
+
+    A detector engine takes inputs up to its profile's max (1088x1920 desktop, 736x1280 Jetson). A
+    pass whose pieces are larger is tiled at the largest square that fits (keeping its overlap);
+    an untiled pass (the coarse one, whose faces may fill the frame) is shrunk instead, losing
+    only faces the enlarged pass owns. Inputs under the profile's min are padded by the detector.
+    """
+    max_h, max_w = (int(v) // align * align for v in max_hw)
+    side = min(max_h, max_w)
+    fitted = []
+    for step in passes:
+        sh, sw = max(1, round(height * step.scale)), max(1, round(width * step.scale))
+        piece_h, piece_w = (sh, sw) if step.tile is None else (min(sh, step.tile), min(sw, step.tile))
+        if -(-piece_h // align) * align <= max_h and -(-piece_w // align) * align <= max_w:
+            fitted.append(step)
+        elif step.tile is not None or step.overlap:
+            if side <= 2 * step.overlap + 32:
+                raise ConfigError(f"the detector's max input {max_hw} cannot hold tiles with a {step.overlap} px "
+                                  "overlap: lower --min-face or rebuild the detector with a larger max_hw")
+            log.debug("%s pass: tiles of %d px to fit the detector's max input %s", step.name, side, max_hw)
+            fitted.append(step._replace(tile=side))
+        else:
+            scale = min(step.scale, max_h / height, max_w / width) * (1 - 1e-9)
+            log.debug("%s pass: scale %.3f -> %.3f to fit the detector's max input %s", step.name, step.scale,
+                      scale, max_hw)
+            fitted.append(step._replace(scale=scale))
+    return fitted
+
+
 def resize_for(img: np.ndarray, scale: float) -> np.ndarray:
     """The frame at ``scale``: area interpolation to shrink, linear to enlarge."""
     if abs(scale - 1.0) < 1e-6:
