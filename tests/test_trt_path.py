@@ -99,3 +99,37 @@ def test_engines_of_another_gpu_are_rebuilt_or_refused(standin_engines, tiny_pac
     result = _cli("check", tiny_package, "--engines", folder, "--samples", "2")
     assert result.returncode == 0, result.stderr
     assert "stale" in result.stderr and "rebuilding" in result.stderr
+
+
+@needs_fixtures(SCENE)
+def test_serve_embedder_and_frontend_on_engines(trt_standin, standin_engines, tiny_package):
+    """`serve --backend tensorrt --engines DIR`: the front-end sends uint8 crops, the embedder runs the engines."""
+    from btnet_edge.errors import ConfigError
+    from btnet_edge.package.loader import load_package
+    from btnet_edge.serve.config import ServeConfig
+    from btnet_edge.serve.embedder import BatchEmbedder
+    from btnet_edge.serve.frontend import FrontEnd
+    from btnet_edge.serve.protocol import face_from_wire
+
+    with pytest.raises(ConfigError, match="replica-gpus"):
+        ServeConfig(package=str(tiny_package), backend="tensorrt", engines=str(standin_engines))
+    package = load_package(tiny_package)
+    body = SCENE.read_bytes()
+    answers, runs = [], []
+    for cfg in (ServeConfig(package=str(tiny_package)),
+                ServeConfig(package=str(tiny_package), backend="tensorrt", engines=str(standin_engines),
+                            replica_gpus=0.5)):
+        core = BatchEmbedder(package, cfg.recognizer_config())
+        front = FrontEnd(cfg, lambda groups: core.embed_many([groups])[0], package)
+        try:
+            answers.append([face_from_wire(f) for f in front.process(body)["faces"]])
+            stats = core.stats()
+        finally:
+            front.close()
+            core.close()
+        runs.append(stats["graphs"]["trunk"]["runs"])
+    assert cfg.embedder_takes_uint8
+    assert runs[0] == runs[1] >= 1  # the engines ran as often as the ONNX graphs
+    want, got = answers
+    assert len(got) == len(want) == 1
+    assert float(np.dot(got[0].normed_embedding, want[0].normed_embedding)) > 0.999

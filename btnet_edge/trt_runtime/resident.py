@@ -191,8 +191,14 @@ class ResidentRunner:
             raise
         self.stats = CallStats()  # the last call's traffic
         self.total = CallStats()  # every call's, for reports
+        self._runs = {**{f"branch_{r}": 0 for r in self.layouts.resolutions[1:]}, "trunk": 0}
         self.branch_s = self.trunk_s = 0.0  # the Recognizer's stage clocks: launches are asynchronous here
         self.trunk = executor  # what reports name as the backend
+
+    @property
+    def runs(self) -> dict[str, int]:
+        """Engine launches so far per branch, and trunk runs (calls with faces): what serve's stats report."""
+        return dict(self._runs)
 
     def layout(self, counts: Mapping[int, int]) -> FrameLayout:
         return self.layouts.layout(counts)
@@ -242,6 +248,9 @@ class ResidentRunner:
                 else:
                     self.executor.launch(step, self.address, self.stream)
                     stats.launches += 1
+                    if step.engine.startswith("branch_"):
+                        self._runs[step.engine] += 1
+            self._runs["trunk"] += 1
             self.memory.dtoh_async(self.result, self.address[EMBEDDING] + frame.download.offset, size, self.stream)
             stats.dtoh_copies, stats.dtoh_bytes = 1, size
             self.memory.synchronize(self.stream)
