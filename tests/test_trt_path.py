@@ -133,3 +133,13 @@ def test_serve_embedder_and_frontend_on_engines(trt_standin, standin_engines, ti
     want, got = answers
     assert len(got) == len(want) == 1
     assert float(np.dot(got[0].normed_embedding, want[0].normed_embedding)) > 0.999
+
+
+def test_uint8_engines_are_refused_where_float_tensors_are_fed(standin_engines, tiny_package, tmp_path):
+    """export-triton and per-graph bench would feed float NCHW tensors to uint8 NHWC engines: a clear refusal."""
+    triton = _cli("export-triton", tiny_package, "--out", tmp_path / "repo", "--engines", standin_engines)
+    assert triton.returncode != 0 and "input_format" in triton.stderr and "Traceback" not in triton.stderr
+    assert not (tmp_path / "repo").exists()
+    bench = _cli("bench", tiny_package, "--backend", "tensorrt", "--engines", standin_engines, "--batch", "1",
+                 "--quiet")
+    assert bench.returncode != 0 and "uint8" in bench.stderr and "Traceback" not in bench.stderr
