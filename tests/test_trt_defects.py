@@ -60,7 +60,7 @@ def test_1_fitted_passes_fit_the_detector_profile(hw):
     from btnet_edge.pipeline.detect_plan import DetectPlan, fit_passes, tile_spans
 
     height, width = hw
-    for max_hw in ((1088, 1920), (736, 1280)):
+    for max_hw in ((1088, 1920), (736, 1280), (1920, 1920)):
         for step in fit_passes(DetectPlan().passes(height, width), height, width, max_hw):
             sh, sw = round(height * step.scale), round(width * step.scale)
             rows = [e - s for s, e, *_ in tile_spans(sh, step.tile_height or step.tile, step.overlap)] \
@@ -69,14 +69,36 @@ def test_1_fitted_passes_fit_the_detector_profile(hw):
             assert -(-max(rows) // 32) * 32 <= max_hw[0] and -(-max(cols) // 32) * 32 <= max_hw[1], (hw, step)
 
 
+@pytest.fixture(scope="module")
+def jetson_detector(tiny_package, tmp_path_factory):
+    """The Jetson target's detector engine (max 736x1280, min 320) on the stand-in."""
+    pytest.importorskip("tensorrt_rtx")
+    from btnet_edge.testing import trt_standin
+    from btnet_edge.trt_build.builder import build_all
+    from btnet_edge.trt_build.plan import plan_engines
+    from btnet_edge.trt_build.features import features_of
+    from btnet_edge.trt_build.targets import load_target
+
+    os.environ["BTNET_TRT_STANDIN"] = "1"
+    try:
+        out = tmp_path_factory.mktemp("jetson-detector")
+        target = replace(load_target("jetson-orin-fp16"), dla_core=None)
+        plan = plan_engines(tiny_package, target, features_of(trt_standin), out)
+        plan = {**plan, "engines": [e for e in plan["engines"] if e["kind"] == "detector"]}
+        build_all(plan, out, trt=trt_standin)
+    finally:
+        del os.environ["BTNET_TRT_STANDIN"]
+    return out
+
+
 @needs_fixtures(SCENE)
 @pytest.mark.parametrize("size", [(640, 480), (1280, 720), (640, 200)])
-def test_1_detector_engine_runs_every_frame_size(trt_standin, standin_engines, size):
-    """640x480 and 720p enlarged passes exceed max 1088x1920; a 640x200 coarse pass is under min 320."""
+def test_1_detector_engine_runs_every_frame_size(trt_standin, jetson_detector, size):
+    """640x480 and 720p enlarged passes exceed max 736x1280; a 640x200 coarse pass is under min 320."""
     from btnet_edge.pipeline.config import detector_for
 
     frame = cv2.resize(cv2.imread(str(SCENE)), size, interpolation=cv2.INTER_AREA)
-    engine = detector_for(backend="tensorrt", engines=standin_engines)
+    engine = detector_for(backend="tensorrt", engines=jetson_detector)
     onnx = detector_for()
     try:
         got, want = engine.detect(frame), onnx.detect(frame)

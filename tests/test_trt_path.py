@@ -34,19 +34,15 @@ def _cli(*args, timeout=600):
 
 @needs_fixtures(SCENE, CROWD)
 def test_frames_of_every_size_and_the_crowd_match_onnxruntime(trt_standin, standin_engines, tiny_package):
-    """Same faces, embeddings of cosine >= 0.98, with the tiles the engine takes (1088 px) on both sides.
-
-    With the default plan the TensorRT side tiles the enlarged pass at the engine's max input instead
-    of 1920 px: faces on a tile seam may then shift by a pixel or two (docs/tensorrt.md has the figures).
-    """
+    """Same faces, embeddings of cosine >= 0.98, with the default detection plan (desktop-fp16's detector
+    max of 1920x1920 holds its tiles, so both sides see the same pieces)."""
     from btnet_edge.bench.engine_compare import compare_frames
     from btnet_edge.pipeline.config import RecognizerConfig
-    from btnet_edge.pipeline.detect_plan import DetectPlan
 
     scene = cv2.imread(str(SCENE))
     frames = [(f"{w}x{h}", cv2.resize(scene, (w, h), interpolation=cv2.INTER_AREA)) for w, h in SIZES]
     frames.append(("crowd", cv2.imread(str(CROWD))))
-    config = RecognizerConfig(package=str(tiny_package), det_plan=DetectPlan(tile=1088))
+    config = RecognizerConfig(package=str(tiny_package))
     rows = compare_frames(config, str(standin_engines), frames)
     for row in rows:
         assert row["faces_tensorrt"] == row["faces_onnxruntime"] == row["matched"], row

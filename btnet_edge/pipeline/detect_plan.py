@@ -113,7 +113,7 @@ def fit_passes(passes: list[DetectPass], height: int, width: int, max_hw: tuple[
                align: int = 32) -> list[DetectPass]:
     """``passes`` changed so that every input they make, padded to ``align``, fits ``max_hw`` (an engine's profile).
 
-    A detector engine takes inputs up to its profile's max (1088x1920 desktop, 736x1280 Jetson). A
+    A detector engine takes inputs up to its profile's max (1920x1920 desktop, 736x1280 Jetson). A
     pass whose pieces are larger is tiled in pieces no larger than the max (keeping its overlap);
     an untiled pass (the coarse one, whose faces may fill the frame) is shrunk instead, losing
     only faces the enlarged pass owns. Inputs under the profile's min are padded by the detector.
