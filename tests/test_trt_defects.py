@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -75,8 +74,8 @@ def jetson_detector(tiny_package, tmp_path_factory):
     pytest.importorskip("tensorrt_rtx")
     from btnet_edge.testing import trt_standin
     from btnet_edge.trt_build.builder import build_all
-    from btnet_edge.trt_build.plan import plan_engines
     from btnet_edge.trt_build.features import features_of
+    from btnet_edge.trt_build.plan import plan_engines
     from btnet_edge.trt_build.targets import load_target
 
     os.environ["BTNET_TRT_STANDIN"] = "1"
@@ -133,11 +132,11 @@ def test_2_cli_run_uses_the_detector_engine(trt_standin, standin_engines, tiny_p
 def small_engines(tiny_package, tmp_path_factory):
     """Engines whose trunk takes fewer 28 px faces (3) than branch_28 (8), and 4 faces at 112 px."""
     pytest.importorskip("tensorrt_rtx")
+    from btnet_edge.testing import trt_standin
     from btnet_edge.trt_build.builder import build_all
     from btnet_edge.trt_build.features import features_of
     from btnet_edge.trt_build.plan import plan_engines
     from btnet_edge.trt_build.targets import BatchRange, load_target
-    from btnet_edge.testing import trt_standin
 
     os.environ["BTNET_TRT_STANDIN"] = "1"  # runtime_env and the builder on the stand-in GPU
     try:
@@ -177,9 +176,10 @@ def test_3_and_6_more_faces_than_a_profile_holds_are_split(trt_standin, small_en
 
 def test_3_per_graph_backend_splits_rows_of_one_and_several_inputs(trt_standin, small_engines, tiny_package):
     """TrtBackend (engines used one by one): a branch's rows, and the merged trunk's four inputs."""
+    import onnxruntime as ort
+
     from btnet_edge.package.loader import load_package
     from btnet_edge.trt_runtime.engine_backend import TrtBackend
-    import onnxruntime as ort
 
     manifest = load_package(tiny_package).manifest
     trunk = TrtBackend(small_engines / "trunk.engine")
@@ -340,10 +340,10 @@ def test_5_every_bound_address_is_aligned():
 
 def test_5_a_refused_address_is_an_error_not_a_stale_binding(trt_standin, standin_engines):
     from btnet_edge.errors import BackendError
+    from btnet_edge.testing.trt_standin.device import MEMORY
     from btnet_edge.trt_runtime.engine_folder import read_engine_folder
     from btnet_edge.trt_runtime.frame_layout import Launch, Slot
     from btnet_edge.trt_runtime.resident import TrtExecutor
-    from btnet_edge.testing.trt_standin.device import MEMORY
 
     folder = read_engine_folder(standin_engines)
     executor = TrtExecutor(folder, MEMORY)

@@ -73,7 +73,8 @@ def compare_frames(config: RecognizerConfig, engines: str, frames: Iterable[tupl
             want, got = reference.get(frame), candidate.get(frame)
             after = bus_traffic(candidate)
             matches = match_faces(want, got)
-            cosines = [float(np.dot(want[i].normed_embedding, got[j].normed_embedding)) for i, j, _ in matches]
+            cosines = [float(np.dot(np.asarray(want[i].normed_embedding), np.asarray(got[j].normed_embedding)))
+                       for i, j, _ in matches]
             rows.append({"frame": name, "size": f"{frame.shape[1]}x{frame.shape[0]}", "faces_onnxruntime": len(want),
                          "faces_tensorrt": len(got), "matched": len(matches),
                          "worst_cosine": min(cosines) if cosines else None,

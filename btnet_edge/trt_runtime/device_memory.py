@@ -243,7 +243,7 @@ class PycudaMemory(CudaMemory):
         return array, array
 
     def host_free(self, handle: Any) -> None:
-        base = getattr(handle, "base", None)
+        base: Any = getattr(handle, "base", None)
         if hasattr(base, "free"):
             with self._current():
                 base.free()

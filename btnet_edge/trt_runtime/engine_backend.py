@@ -138,7 +138,8 @@ class TrtBackend(Backend):
     def input_profile(self, name: str) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         """(min, opt, max) shapes of input ``name``: what callers split or pad their inputs to."""
         self.load()
-        return self._profiles[name]
+        low, opt, high = self._profiles[name]
+        return low, opt, high
 
     def _check_batch(self, name: str, shape: tuple[int, ...]) -> None:
         low, _, high = self._profiles[name]

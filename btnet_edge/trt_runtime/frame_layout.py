@@ -161,7 +161,7 @@ class LayoutPlanner:
         for r in self.resolutions:
             uploads[r] = Slot(CROPS, offset, (counts[r], r, r, 3), "uint8")
             offset += _aligned(uploads[r].nbytes)
-        launches = []
+        launches: list[Launch | Copy] = []
         for r in self.resolutions[1:]:
             if counts[r]:
                 entry = self.folder.entry(f"branch_{r}")
@@ -198,8 +198,8 @@ class LayoutPlanner:
         index = self.resolutions.index(resolution)
         return sum(counts[r] for r in self.resolutions[:index])
 
-    def _segment_launches(self, image: Slot, counts: Mapping[int, int], download: Slot) -> list[Launch]:
-        launches = []
+    def _segment_launches(self, image: Slot, counts: Mapping[int, int], download: Slot) -> list[Launch | Copy]:
+        launches: list[Launch | Copy] = []
         for link in self.folder.segments:
             r = link.resolution
             rows = self._rows_before(r, counts) + counts[r]

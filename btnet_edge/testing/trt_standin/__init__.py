@@ -157,7 +157,8 @@ class OnnxParser:
 
 class IOptimizationProfile:
     def __init__(self, real: Any) -> None:
-        self._real, self.shapes = real, {}
+        self._real = real
+        self.shapes: dict[str, dict[str, list[int]]] = {}
 
     def set_shape(self, name: str, min: Sequence[int], opt: Sequence[int], max: Sequence[int]) -> None:
         self._real.set_shape(name, tuple(min), tuple(opt), tuple(max))
@@ -183,7 +184,8 @@ class IBuilderConfig:
     """The builder configuration: forwarded to TensorRT for RTX, FP16 and the profiles recorded for the engine."""
 
     def __init__(self, real: Any) -> None:
-        self._real, self.profiles, self.fp16, self.version_compatible = real, [], False, False
+        self._real, self.fp16, self.version_compatible = real, False, False
+        self.profiles: list[dict[str, dict[str, list[int]]]] = []
         self._cache = ITimingCache(b"")
         self._level = 3
         self._hardware = HardwareCompatibilityLevel.NONE
@@ -248,11 +250,12 @@ class Builder:
         self._real = _rtx().Builder(logger.real())
 
     def create_network(self, flags: int = 0) -> Any:
-        known = (1 << NetworkDefinitionCreationFlag.EXPLICIT_BATCH) | (1 << NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+        flag = NetworkDefinitionCreationFlag
+        known = (1 << flag.EXPLICIT_BATCH) | (1 << flag.STRONGLY_TYPED)
         if flags & ~known:
             raise ValueError(f"unknown NetworkDefinitionCreationFlag bits {flags:#x}")
         rtx = _rtx()
-        typed = flags & (1 << NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+        typed = flags & (1 << flag.STRONGLY_TYPED)
         return self._real.create_network(1 << int(rtx.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if typed else 0)
 
     def create_optimization_profile(self) -> IOptimizationProfile:
@@ -279,7 +282,8 @@ class Builder:
         header = {"format": FORMAT, "tensorrt_version": __version__, "device": DEVICE_NAME,
                   "compute_capability": COMPUTE_CAPABILITY, "sm_count": SM_COUNT, "fp16": config.fp16,
                   "hardware_compatibility": config.hardware_compatibility_level.name,
-                  "profiles": config.profiles, "io": io, "onnx_file": Path(onnx_path).name, "built_by": f"tensorrt_rtx {_rtx().__version__}",
+                  "profiles": config.profiles, "io": io, "onnx_file": Path(onnx_path).name,
+                  "built_by": f"tensorrt_rtx {_rtx().__version__}",
                   "rtx_engine_bytes": len(bytes(built))}
         return write_engine(header, Path(onnx_path).read_bytes())
 

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import ctypes
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from . import (_LIVE, DEVICE_NAME, FORMAT, LAUNCHES, MAGIC, DataType, Logger, TensorIOMode, __version__, nptype,
-               read_engine)
+from . import (
+    _LIVE,
+    DEVICE_NAME,
+    FORMAT,
+    LAUNCHES,
+    MAGIC,
+    DataType,
+    Logger,
+    TensorIOMode,
+    __version__,
+    nptype,
+    read_engine,
+)
 from .device import ALIGNMENT, COMPUTE_CAPABILITY, DEVICE
 
 _ONNX_TYPES = {"tensor(float)": "FLOAT", "tensor(float16)": "HALF", "tensor(uint8)": "UINT8", "tensor(int8)": "INT8",
@@ -115,7 +126,7 @@ class ICudaEngine:
         """Output shapes for input shapes (TensorRT infers them at set_input_shape): one run on zeros, cached."""
         key = tuple(sorted(inputs.items()))
         if key not in self._shape_cache:
-            feeds = {n: np.zeros(s, nptype(self.get_tensor_dtype(n))) for n, s in inputs.items()}
+            feeds: dict[str, np.ndarray] = {n: np.zeros(s, nptype(self.get_tensor_dtype(n))) for n, s in inputs.items()}
             outs = self.session.run(None, feeds)
             self._shape_cache[key] = {a.name: tuple(o.shape) for a, o in zip(self.session.get_outputs(), outs)}
         return self._shape_cache[key]
@@ -191,12 +202,13 @@ class IExecutionContext:
                 return self._error(f"enqueueV3: {nbytes} bytes of {name} at {address:#x} are not inside device "
                                    "memory (illegal memory access)")
             shapes[name] = (shape, nbytes)
-        feeds = {}
+        feeds: dict[str, np.ndarray] = {}
         for name, (shape, nbytes) in shapes.items():
             if engine.get_tensor_mode(name) == TensorIOMode.INPUT:
                 dtype = np.dtype(nptype(engine.get_tensor_dtype(name)))
-                raw = (ctypes.c_uint8 * nbytes).from_address(self.addresses[name]) if nbytes else bytearray()
-                feeds[name] = np.frombuffer(raw, np.uint8).view(dtype).reshape(shape).copy()
+                raw = np.ctypeslib.as_array((ctypes.c_uint8 * nbytes).from_address(self.addresses[name])) \
+                    if nbytes else np.zeros(0, np.uint8)
+                feeds[name] = raw.view(dtype).reshape(shape).copy()
         outputs = engine.session.run(None, feeds)
         for meta, value in zip(engine.session.get_outputs(), outputs):
             shape, nbytes = shapes[meta.name]
