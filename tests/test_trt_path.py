@@ -139,3 +139,14 @@ def test_uint8_engines_are_refused_where_float_tensors_are_fed(standin_engines, 
     bench = _cli("bench", tiny_package, "--backend", "tensorrt", "--engines", standin_engines, "--batch", "1",
                  "--quiet")
     assert bench.returncode != 0 and "uint8" in bench.stderr and "Traceback" not in bench.stderr
+
+
+def test_serve_write_config_carries_the_gpu_backend(standin_engines, tiny_package, tmp_path):
+    from btnet_edge.cli.main import main
+
+    target = tmp_path / "serve.yaml"
+    assert main(["serve", str(tiny_package), "--backend", "tensorrt", "--engines", str(standin_engines),
+                 "--replica-gpus", "0.5", "--write-config", str(target)]) == 0
+    args = json.loads(target.read_text())["applications"][0]["args"]
+    assert (args["backend"], args["engines"], args["replica_gpus"]) == ("tensorrt", str(standin_engines), 0.5)
+    assert main(["serve", str(tiny_package), "--device", "cuda", "--write-config", str(target)]) == 1  # no GPUs
