@@ -16,9 +16,9 @@ import secrets
 import shutil
 import stat
 import tempfile
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from .errors import OutputError
 
@@ -167,11 +167,10 @@ def atomic_write_bytes(path: str | Path, data: bytes, what: str = "output") -> P
     """
     if is_stream(path):
         return _write_stream(path, data, what)
-    with atomic_path(path, what) as temp:
-        with open(temp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+    with atomic_path(path, what) as temp, open(temp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
     return Path(path)
 
 

@@ -188,9 +188,8 @@ def test_a_full_disk_still_reads_and_an_enrollment_fails_cleanly(people: Path, t
                 f.flush()
         except OSError:
             pass
-    with Gallery(target, create=False) as writer:
-        with pytest.raises(GalleryError, match="full.*nothing was changed"):
-            writer.enroll("newcomer", unit(np.random.default_rng(9), 200))
+    with Gallery(target, create=False) as writer, pytest.raises(GalleryError, match="full.*nothing was changed"):
+        writer.enroll("newcomer", unit(np.random.default_rng(9), 200))
     assert "newcomer" not in server and len(server) == 8
     server.close()
     with Gallery(target, create=False, readonly=True) as g:  # opened afresh on the full disk: still read

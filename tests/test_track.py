@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from btnet_edge.cli.main import main
-from btnet_edge.pipeline.face import Face
 from btnet_edge.gallery import Gallery
+from btnet_edge.pipeline.face import Face
 from btnet_edge.pipeline.track import Tracker
 
 from .conftest import FIXTURES, needs_fixtures

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from btnet_edge.errors import GalleryError, ImageTooLargeError, PackageError
-from btnet_edge.package.manifest import model_id
 from btnet_edge.gallery import Gallery
+from btnet_edge.package.manifest import model_id
 from btnet_edge.pipeline.image import read_image
 from btnet_edge.pipeline.image_header import image_size
 from btnet_edge.pipeline.recognizer import Recognizer

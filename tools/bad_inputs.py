@@ -30,10 +30,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
-from btnet_edge.cli.main import main  # noqa: E402
+from btnet_edge.cli.main import main
 
 # label -> what else the case must show: {"same_as": label} | {"says": text} | {"ok": True, "changes": [paths]}
 Expect = dict
@@ -59,9 +59,9 @@ def _tampered(package: Path, work: Path, name: str, change) -> Path:
 
 def make_world(package: Path, work: Path) -> dict[str, Path]:
     """User files the cases must not destroy, and broken inputs to try."""
+    from btnet_edge.gallery import Gallery
     from btnet_edge.package.loader import read_manifest
     from btnet_edge.package.manifest import model_id
-    from btnet_edge.gallery import Gallery
 
     photos = work / "photos"
     photos.mkdir(parents=True)
@@ -376,7 +376,7 @@ def run_case(line: str) -> tuple[int, str]:
             code = main(shlex.split(line))
     except SystemExit as exc:  # argparse: usage and one error line, exit 2
         code = int(exc.code or 0)
-    except BaseException as exc:  # noqa: BLE001 - a traceback is exactly what is being counted
+    except BaseException as exc:
         return -1, f"Traceback: {type(exc).__name__}: {exc}"
     return code, err.getvalue()
 

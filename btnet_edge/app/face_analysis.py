@@ -9,8 +9,8 @@ differs is declared, not hidden: see docs/insightface-migration.md.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -123,7 +123,7 @@ class FaceAnalysis:
             self.recognizer.close()
             self.recognizer = None
 
-    def __enter__(self) -> "FaceAnalysis":
+    def __enter__(self) -> FaceAnalysis:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -142,4 +142,4 @@ def keep_main_faces(faces: Sequence[Face], image_hw: tuple[int, int], max_num: i
     return list(np.argsort(area - 2.0 * offset)[::-1][:max_num])
 
 
-__all__ = ["FaceAnalysis", "NOT_COMPUTED", "keep_main_faces"]
+__all__ = ["NOT_COMPUTED", "FaceAnalysis", "keep_main_faces"]

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -38,7 +38,7 @@ class Backend(ABC):
         self._loaded = False
         self.runs = 0  # graph executions so far: the Recognizer's batching is asserted with it
 
-    def load(self) -> "Backend":
+    def load(self) -> Backend:
         if not self._loaded:
             self._load()
             self._loaded = True
@@ -60,7 +60,7 @@ class Backend(ABC):
             self._close()
             self._loaded = False
 
-    def __enter__(self) -> "Backend":
+    def __enter__(self) -> Backend:
         return self.load()
 
     def __exit__(self, *exc: object) -> None:

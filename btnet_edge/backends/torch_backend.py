@@ -5,8 +5,8 @@ CPU or CUDA; FP16 on CUDA (autocast off, weights and inputs in half, outputs bac
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 

@@ -103,7 +103,7 @@ class LocalPostgres:
             log = self.log.read_text()[-2000:] if self.log.exists() else ""
             raise ConfigError(f"{args[0]} failed ({result.returncode}): {result.stderr.strip()[-1500:]} {log}")
 
-    def init(self) -> "LocalPostgres":
+    def init(self) -> LocalPostgres:
         self.data.mkdir()
         self.sockets.mkdir()
         self.log.touch()
@@ -114,7 +114,7 @@ class LocalPostgres:
                   "--no-instructions")
         return self
 
-    def start(self) -> "LocalPostgres":
+    def start(self) -> LocalPostgres:
         """Run the postmaster as our child (so a killed one is reaped, not left a zombie holding its pid file)."""
         log = open(self.log, "ab")
         self._proc = subprocess.Popen(
@@ -167,7 +167,7 @@ class LocalPostgres:
                 self.kill()
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def __enter__(self) -> "LocalPostgres":
+    def __enter__(self) -> LocalPostgres:
         try:
             return self.init().start()
         except BaseException:

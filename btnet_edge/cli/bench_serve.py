@@ -120,8 +120,8 @@ def run(args: argparse.Namespace) -> int:
 def _open_gallery(args: argparse.Namespace):
     if args.gallery is None:
         return None
-    from ..package.loader import read_manifest
     from ..gallery import Gallery
+    from ..package.loader import read_manifest
     from .options import gallery_model_id
 
     manifest = read_manifest(args.package)

@@ -6,7 +6,7 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..errors import BtnetError
 

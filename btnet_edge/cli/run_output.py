@@ -11,8 +11,9 @@ import json
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO
 
 from ..errors import OutputError
 from ..pipeline.face import Face

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputImageError
+from ..gallery import Gallery
 from ..gallery.enrollment import collect_identity, people_folders, write_identity
 from ..pipeline.detectors._nms import box_iou
-from ..gallery import Gallery
 from ..pipeline.track import Tracker
 from .synth_frames import collect_source_faces
 from .track_clip import plan_walkers, walking_clip

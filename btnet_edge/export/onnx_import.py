@@ -11,8 +11,9 @@ Parity is measured against the original ONNX before anything is written.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -10,27 +10,36 @@ import json
 import logging
 import math
 import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
 from .. import __version__
 from .._deps import require
-from ..errors import ConfigError, PackageError
+from ..errors import ConfigError
 from ..package.branch_status import RECORD_KEY, export_records
 from ..package.loader import sha256_of
 from ..package.manifest import (
-    MANIFEST_NAME, SCHEMA_VERSION, BranchInfo, DispatchPolicy, FusedInfo, Manifest, Preprocess, TensorInfo, TrunkInfo,
-    manifest_from_json, write_manifest,
+    MANIFEST_NAME,
+    SCHEMA_VERSION,
+    BranchInfo,
+    DispatchPolicy,
+    FusedInfo,
+    Manifest,
+    Preprocess,
+    TensorInfo,
+    TrunkInfo,
+    manifest_from_json,
+    write_manifest,
 )
 from ..pipeline.dispatch import dispatch_ranges
 from ..safe_io import check_replaceable_folder, replace_folder, staging_folder
 from .graphs import EMBEDDING_NAME, BranchGraph, FusedGraph, MergedTrunkGraph, image_input_name, implant_name
 from .onnx_io import OPSET, onnx_from_torch
-from .parity import measure_parity
 from .package_weights import FOLDED_BATCHNORM, btnet_from_graphs, save_folded_batchnorm, weight_difference
+from .parity import measure_parity
 
 log = logging.getLogger(__name__)
 

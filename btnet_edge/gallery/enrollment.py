@@ -13,9 +13,9 @@ is already enrolled under another name is reported: both are warnings, never sil
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import urllib.parse
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 

@@ -10,7 +10,8 @@ also searches, returning candidate rows that the gallery checks and rescores its
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Callable
 
 import numpy as np
 

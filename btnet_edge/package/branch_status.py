@@ -10,8 +10,9 @@ untrained. Standard library only: the runtime reads it without torch or onnx.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 RECORD_KEY = "branch_training"
 ROUTE_POLICIES = ("trained", "all", "none")  # Recognizer(branches=...): which branches faces may use

@@ -8,8 +8,8 @@ the current folder holds. Both are refused when the package is opened.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import PurePosixPath, PureWindowsPath
-from typing import Iterable
 
 from ..errors import PackageError
 from .manifest import Manifest, TensorInfo

@@ -11,9 +11,10 @@ import json
 import math
 import re
 import struct
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import ManifestError
 from ..limits import MAX_RESOLUTION_ENV, max_resolution

@@ -69,20 +69,20 @@ class Candidates(NamedTuple):
     scores: np.ndarray
 
     @staticmethod
-    def empty() -> "Candidates":
+    def empty() -> Candidates:
         return Candidates(np.zeros((0, 4), np.float32), np.zeros((0, 5, 2), np.float32), np.zeros(0, np.float32))
 
-    def take(self, index: np.ndarray) -> "Candidates":
+    def take(self, index: np.ndarray) -> Candidates:
         return Candidates(self.boxes[index], self.kps[index], self.scores[index])
 
-    def scaled(self, factor: float, dx: float = 0.0, dy: float = 0.0) -> "Candidates":
+    def scaled(self, factor: float, dx: float = 0.0, dy: float = 0.0) -> Candidates:
         """Coordinates times ``factor`` then shifted by (dx, dy)."""
         shift = np.array([dx, dy], np.float32)
         boxes = self.boxes * np.float32(factor) + np.tile(shift, 2)
         return Candidates(boxes, self.kps * np.float32(factor) + shift, self.scores)
 
     @staticmethod
-    def concat(parts: list["Candidates"]) -> "Candidates":
+    def concat(parts: list[Candidates]) -> Candidates:
         if not parts:
             return Candidates.empty()
         return Candidates(*(np.concatenate(arrays) for arrays in zip(*parts)))
@@ -136,7 +136,7 @@ class FaceDetector(ABC):
     def close(self) -> None:
         """Release the model; the default holds nothing."""
 
-    def __enter__(self) -> "FaceDetector":
+    def __enter__(self) -> FaceDetector:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -10,7 +10,7 @@ ceil:  112 if >=29,  28 if 15..28,  14 if 8..14,  7 if <=7.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..errors import ConfigError
 

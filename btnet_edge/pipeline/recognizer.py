@@ -9,15 +9,15 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from ..errors import ConfigError, InputImageError
-from ..package.loader import ModelPackage, load_package
 from ..package.branch_status import branch_statuses, routes
+from ..package.loader import ModelPackage, load_package
 from ..package.manifest import TRUNK_RESOLUTION, DispatchPolicy, model_id
 from .align import align_face, crop_box
 from .config import RecognizerConfig, open_detector
@@ -93,7 +93,7 @@ class Recognizer:
 
     @classmethod
     def from_config(cls, config: RecognizerConfig, *, package: ModelPackage | None = None, runner: Runner | None = None,
-                    detector: FaceDetector | None = None, gallery=None) -> "Recognizer":
+                    detector: FaceDetector | None = None, gallery=None) -> Recognizer:
         """A Recognizer for ``config``; ``package`` (already loaded and verified), ``runner`` and ``detector``
         are used instead of the ones the config names."""
         recognizer = cls.__new__(cls)
@@ -175,7 +175,7 @@ class Recognizer:
         self.runner.close()
         self.detector.close()
 
-    def __enter__(self) -> "Recognizer":
+    def __enter__(self) -> Recognizer:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Callable, Mapping, Protocol, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -110,7 +111,7 @@ class PackageRunner:
         self.branch_s = 0.0  # cumulative seconds in branch and trunk runs: the frame benchmark's stages
         self.trunk_s = 0.0
 
-    def load(self) -> "PackageRunner":
+    def load(self) -> PackageRunner:
         for backend in (*self.branches.values(), self.trunk):
             backend.load()
         return self

@@ -30,8 +30,8 @@ from __future__ import annotations
 import heapq
 import time
 from collections import defaultdict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Sequence
 
 import numpy as np
 

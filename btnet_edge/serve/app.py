@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .._deps import require
 from ..errors import GalleryError, ServeError
@@ -213,8 +214,8 @@ def app_builder(args: Mapping[str, Any]):
 
 def preflight(config: ServeConfig) -> None:
     """Fail here, with the package's or gallery's own message, rather than as a replica that keeps dying."""
-    from ..package.loader import load_package
     from ..gallery import Gallery
+    from ..package.loader import load_package
     from ..package.manifest import model_id
 
     manifest = load_package(config.package).manifest  # sha256 of every file checked

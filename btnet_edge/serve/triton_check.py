@@ -10,8 +10,9 @@ schedule them, so its output can be compared with the package's own runner.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

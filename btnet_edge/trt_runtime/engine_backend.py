@@ -16,9 +16,10 @@ trunk) runs with some inputs empty. Engines of TensorRT for RTX (key setting
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
