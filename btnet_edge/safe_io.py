@@ -17,7 +17,7 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from .errors import OutputError
@@ -38,10 +38,8 @@ def _temp_beside(path: Path, suffix: str = "") -> Path:
     a file being replaced keeps its own mode.
     """
     mode = _FILE_MODE
-    try:
+    with suppress(OSError):
         mode = stat.S_IMODE(path.stat().st_mode)
-    except OSError:
-        pass
     for _ in range(100):
         candidate = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp{suffix}"
         try:

@@ -45,7 +45,7 @@ def command_names() -> list[str]:
 
 def _value(action: argparse.Action) -> str:
     if action.choices:
-        return str(list(action.choices)[0])
+        return str(next(iter(action.choices)))
     for text in CANDIDATES:
         try:
             if action.type is None or action.type(text) is not None:

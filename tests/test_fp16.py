@@ -173,8 +173,8 @@ def test_check_logic_on_cpu(mfn_package, inputs, tmp_path):
     from btnet_edge.trt_runtime.engine_folder import engine_folder_from_json
 
     folder = engine_folder_from_json(json.loads(json.dumps(plan)))
-    candidate, opened = plan_embedder(package.manifest, folder, lambda entry: OrtBackend(entry.onnx))
-    manifest, sets = inputs
+    candidate, _opened = plan_embedder(package.manifest, folder, lambda entry: OrtBackend(entry.onnx))
+    _manifest, sets = inputs
     rows = []
     for source, per_resolution in sets.items():
         rows += compare(reference, candidate, per_resolution, source)

@@ -121,7 +121,7 @@ def test_branch_engines_match_onnx_runtime(built, tiny_package):
     """uint8 crops in, normalisation inside the engine; FP16 accepted by cosine, never by elementwise tolerance."""
     from btnet_edge.trt_runtime.engine_backend import TrtBackend
 
-    plan, folder, _ = built
+    _plan, folder, _ = built
     for r in (28, 14, 7):
         crops = _crops(5, r)
         with TrtBackend(folder / f"branch_{r}.engine") as engine:

@@ -104,7 +104,7 @@ def make_world(package: Path, work: Path) -> dict[str, Path]:
 def _probe_files(work: Path) -> None:
     """The bad-input probe's files: a JPEG hiding its size behind a stray byte, a PAM named .jpg, a cut video,
     and the user's symlinks (one to a file elsewhere, one to /dev/null)."""
-    ok, data = cv2.imencode(".jpg", np.full((48, 64, 3), 90, np.uint8))
+    _ok, data = cv2.imencode(".jpg", np.full((48, 64, 3), 90, np.uint8))
     data = bytearray(data.tobytes())
     sof = data.index(b"\xff\xc0")
     data[sof + 5:sof + 9] = struct.pack(">HH", 15000, 15000)  # declares 225 MP

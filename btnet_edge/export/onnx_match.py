@@ -52,8 +52,8 @@ def _iresnet_template(net) -> list[Expected]:
             out += [Expected("conv", p + "downsample.0", block.downsample[0], unit.name),
                     Expected("bn", p + "downsample.1", block.downsample[1], unit.name)]
         out.append(Expected("add", unit=unit.name))
-    return out + [Expected("bn", "bn2", net.bn2, "head"), Expected("flatten", unit="head"),
-                  Expected("gemm", "fc", net.fc, "head"), Expected("bn", "features", net.features, "head")]
+    return [*out, Expected("bn", "bn2", net.bn2, "head"), Expected("flatten", unit="head"),
+            Expected("gemm", "fc", net.fc, "head"), Expected("bn", "features", net.features, "head")]
 
 
 def _conv_bn_act(prefix: str, seq, act: str, unit: str) -> list[Expected]:
@@ -62,7 +62,7 @@ def _conv_bn_act(prefix: str, seq, act: str, unit: str) -> list[Expected]:
 
 def _mobilefacenet_template(net) -> list[Expected]:
     dw = net.dw_conv
-    out = _conv_bn_act("conv1", net.conv1, "relu6", "conv1") + [
+    out = [*_conv_bn_act("conv1", net.conv1, "relu6", "conv1"),
         Expected("conv", "dw_conv.depthwise", dw.depthwise, "dw_conv"), Expected("bn", "dw_conv.bn1", dw.bn1, "dw_conv"),
         Expected("relu", unit="dw_conv"), Expected("conv", "dw_conv.pointwise", dw.pointwise, "dw_conv"),
         Expected("bn", "dw_conv.bn2", dw.bn2, "dw_conv"), Expected("relu", unit="dw_conv")]

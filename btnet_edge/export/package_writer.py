@@ -135,7 +135,7 @@ def export_package(net, options: ExportOptions, weights: str, import_report: Map
         examples = [torch.zeros(1, 3, 112, 112)] + [torch.zeros(1, *b.output.shape) for b in branches]
         bar.set_postfix_str("trunk.onnx")
         onnx_from_torch(trunk_graph, examples, names, [EMBEDDING_NAME], staging / "trunk.onnx")
-        trunk_inputs = (TensorInfo(names[0], (3, 112, 112)),) + tuple(b.output for b in branches)
+        trunk_inputs = (TensorInfo(names[0], (3, 112, 112)), *(b.output for b in branches))
         trunk = TrunkInfo("trunk.onnx", trunk_inputs, (112, *net.resolutions),
                           TensorInfo(EMBEDDING_NAME, (config.embedding_size,)))
         if options.parity:
