@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -55,12 +55,12 @@ class OrtBackend(Backend):
         self._read_model = read_model
         self._read_file = read_file
         self._model_bytes = model_path if isinstance(model_path, bytes) else None
-        super().__init__("<in-memory model>" if self._model_bytes is not None else model_path)
+        super().__init__("<in-memory model>" if isinstance(model_path, bytes) else model_path)
         self.device = device
         self.threads = threads
         self._providers = list(providers) if providers else None
         self.spin = spin
-        self._session = None
+        self._session: Any = None  # an onnxruntime.InferenceSession once loaded (onnxruntime has no stubs)
 
     def _load(self) -> None:
         ort = require("onnxruntime")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -14,7 +15,7 @@ from .._deps import require
 from ..errors import BackendError
 from .base import Backend, TensorSpec
 
-_NETS: dict[tuple[str, str, bool], object] = {}  # one rebuilt BTNet per package/device/precision
+_NETS: dict[tuple[str, str, bool], Any] = {}  # one rebuilt BTNet per package/device/precision
 
 
 class TorchBackend(Backend):
@@ -25,7 +26,7 @@ class TorchBackend(Backend):
     def __init__(self, package, file: str, device: str = "cpu", fp16: bool = False, threads: int = 0) -> None:
         super().__init__(package.path(file))
         self.package, self.file, self.device, self.fp16, self.threads = package, file, device, fp16, threads
-        self._net = None
+        self._net: Any = None  # the rebuilt BTNet once loaded (a torch module; torch is not a runtime dependency)
 
     def _load(self) -> None:
         torch = require("torch", extra="export")

@@ -18,7 +18,7 @@ from .onnx_proto import Dim, OnnxFormatError, OnnxSummary, ValueInfo, summarize
 
 def graph_tensors(manifest: Manifest) -> dict[str, tuple[tuple[TensorInfo, ...], tuple[TensorInfo, ...]]]:
     """graph file -> (inputs, outputs) the manifest declares for it (shapes without the batch axis)."""
-    graphs = {manifest.trunk.file: (manifest.trunk.inputs, (manifest.trunk.output,))}
+    graphs: dict[str, tuple[tuple[TensorInfo, ...], tuple[TensorInfo, ...]]] = {manifest.trunk.file: (manifest.trunk.inputs, (manifest.trunk.output,))}
     for branch in manifest.branches:
         graphs[branch.file] = ((branch.input,), (branch.output,))
     for fused in manifest.fused:

@@ -71,7 +71,7 @@ def check_image_pixels(data: np.ndarray | bytes, name: str, max_pixels: int | No
     is refused too: what cannot be bounded is never handed to a decoder.
     """
     limit = max_image_pixels() if max_pixels is None else max_pixels
-    view = memoryview(data).cast("B")
+    view = (data.data if isinstance(data, np.ndarray) else memoryview(data)).cast("B")
     if len(view) == 0:
         raise InputImageError(f"{name} is empty (0 bytes); it is not an image")
     size = image_size(view)

@@ -68,7 +68,10 @@ class TrtBackend(Backend):
         """``memory``: the device memory to use (default: :func:`~.device_memory.cuda_memory`)."""
         super().__init__(engine_path)
         self._memory = memory
-        self._engine = self._context = self._stream = None
+        # the TensorRT engine and context, and the CUDA stream, once loaded (tensorrt has no type stubs)
+        self._engine: Any = None
+        self._context: Any = None
+        self._stream: Any = None
         self._specs: dict[str, tuple[bool, np.dtype, tuple[int, ...]]] = {}  # name -> (is_input, dtype, shape)
         self._buffers: dict[str, _Buffer] = {}
         self._profiles: dict[str, tuple[tuple[int, ...], ...]] = {}  # input -> (min, opt, max) shapes
