@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -19,6 +20,9 @@ from ..errors import BackendError, ConfigError
 from ..package.loader import load_package
 from ..pipeline.face import Face
 from ..pipeline.face_access import NOT_COMPUTED
+
+if TYPE_CHECKING:
+    from ..pipeline.recognizer import Recognizer
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +74,7 @@ class FaceAnalysis:
         self.providers = list(providers) if providers is not None else None
         self.detector_spec, self.detector_kind = detector, detector_kind
         self.backend, self.gallery = backend, gallery
-        self.recognizer = None
+        self.recognizer: Recognizer | None = None
         self.det_size: tuple[int, int] | None = None
         self.models = {"detection": str(detector or "retinaface"), "recognition": self.package.manifest.name}
 

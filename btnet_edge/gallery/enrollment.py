@@ -83,12 +83,15 @@ def collect_identity(recognizer, name: str, images: Sequence[str | Path], pick: 
     for path in map(str, images):
         try:
             face = pick_face(recognizer.get(read_image(path)), pick, source=path)
+            embedding = face.normed_embedding
+            if embedding is None:
+                raise InputImageError(f"{path}: the face found there has no embedding; use another photo")
         except InputImageError as exc:
             if not skip_bad:
                 raise InputImageError(f"{exc}; nothing was enrolled for {name!r}") from None
             result.skipped[path] = str(exc)
             continue
-        result.embeddings.append(face.normed_embedding)
+        result.embeddings.append(embedding)
         result.resolutions.append(face.resolution)
         result.used.append(path)
     if not result.embeddings:

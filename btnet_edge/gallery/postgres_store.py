@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import urllib.parse
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +59,7 @@ class PostgresStore(GalleryStore):
         self.url = url
         self.where = redacted(url)
         self.readonly = readonly
-        self._conn = None
+        self._conn: Any = None  # a psycopg connection; None before the first connect, False once closed
         self._dim = 0
         self._index = "auto"
 
@@ -278,7 +279,7 @@ class PostgresStore(GalleryStore):
         hnsw = self.uses_hnsw(exact)
 
         def run(conn) -> list[RowBlock]:
-            out = []
+            out: list[RowBlock] = []
             with conn.transaction():
                 if hnsw:
                     conn.execute(f"SET LOCAL hnsw.ef_search = {min(1000, max(40, candidates))}")

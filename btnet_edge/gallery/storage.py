@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from typing import Callable
+from typing import Callable, Union
 
 import numpy as np
 
@@ -21,7 +21,7 @@ SCHEMA_VERSION = 1
 FORMAT_TAG = "btnet-edge-gallery"
 # Decides, inside the write transaction, which new rows to keep given the identity's stored rows.
 KeepRows = Callable[[np.ndarray], np.ndarray]
-RowBlock = tuple[np.ndarray, np.ndarray, list]  # row ids, identity ids, raw vectors (bytes or arrays)
+RowBlock = tuple[np.ndarray, np.ndarray, Union[list, np.ndarray]]  # row ids, identity ids, raw vectors (bytes or arrays)
 
 
 class GalleryStore(ABC):

@@ -227,7 +227,12 @@ class Recognizer:
         return out
 
     def _identify(self, faces: list[Face]) -> list[Face]:
-        matrix = np.stack([f.normed_embedding for f in faces])
+        rows = []
+        for f in faces:  # every face here was embedded just now, by get()
+            normed = f.normed_embedding
+            assert normed is not None
+            rows.append(normed)
+        matrix = np.stack(rows)
         matches = self.gallery.identify(matrix, top_k=1, probe_resolutions=[f.resolution for f in faces])
         out = []
         for face, found in zip(faces, matches):

@@ -86,6 +86,8 @@ def open_runner(package: ModelPackage, config: RecognizerConfig) -> Runner:
     if config.backend == "tensorrt":
         from ..trt_runtime.engine_folder import read_engine_folder
 
+        if config.engines is None:  # RecognizerConfig refuses this; a config built with replace() could still get here
+            raise ConfigError("backend 'tensorrt' needs the engine folder: pass engines=DIR (CLI: --engines DIR)")
         folder = read_engine_folder(config.engines)
         if folder.package_name != package.manifest.name:
             log.warning("engines in %s were built for package %r, running them for %r", config.engines,

@@ -41,7 +41,8 @@ class _Buffer:
     """A device buffer and its pinned host mirror, grown to the largest size asked for."""
 
     def __init__(self, memory: Any) -> None:
-        self.memory, self.nbytes, self.device, self.host, self._host_handle = memory, 0, 0, None, None
+        self.memory, self.nbytes, self.device, self._host_handle = memory, 0, 0, None
+        self.host: Any = None  # the pinned host mirror (a uint8 array) once ensure() ran
 
     def ensure(self, nbytes: int) -> None:
         if nbytes <= self.nbytes:

@@ -27,7 +27,7 @@ SCRFD_MEAN = 127.5
 SCRFD_STD = 128.0
 SCRFD_STRIDES = (8, 16, 32)
 SCRFD_ANCHORS_PER_LOCATION = 2
-_KIND_BY_WIDTH = {1: "score", 4: "bbox", 10: "kps"}
+_KIND_BY_WIDTH: dict[int | str, str] = {1: "score", 4: "bbox", 10: "kps"}
 _ALIGN = 32
 
 
