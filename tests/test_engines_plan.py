@@ -300,7 +300,7 @@ def test_mismatch_error_names_both_sides(plans, tmp_path):
     entry = plans["10.3"]["engines"][0]
     built = key_for(entry, ORIN)
     here = key_for(entry, RuntimeEnv("10.3.0", "NVIDIA GeForce RTX 4090", "8.9", 128, None))
-    with pytest.raises(EngineMismatchError, match="Orin.*RTX 4090"):
+    with pytest.raises(EngineMismatchError, match=r"Orin.*RTX 4090"):
         require_match(tmp_path / "branch_28.engine", here, built)
 
 

@@ -84,5 +84,5 @@ class Backend(ABC):
     @abstractmethod
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
-    def _close(self) -> None:
+    def _close(self) -> None:  # noqa: B027 - an optional hook: most backends hold nothing to release
         """Release resources; the default has none."""

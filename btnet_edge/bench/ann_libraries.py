@@ -70,7 +70,7 @@ def hnsw(x: np.ndarray, q: np.ndarray, exact: np.ndarray, threads: int = 2) -> l
         for ef in EF_VALUES:
             graph.expansion_search = ef
             out.append({"library": "usearch", "index": f"HNSW {dtype} conn16 exp128", "ef": ef, "build_s": build,
-                        **_timed(lambda i, p: int(graph.search(p, 1, threads=1).keys[0]), q, exact)})
+                        **_timed(lambda i, p, graph=graph: int(graph.search(p, 1, threads=1).keys[0]), q, exact)})
     return out
 
 

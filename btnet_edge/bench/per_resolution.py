@@ -161,7 +161,7 @@ def bench_resolutions(package: ModelPackage, make_backend: Callable[[str], Backe
             bar.set_postfix_str(f"{resolution} px x {batch}")
             done = bar.n
 
-            def tick() -> None:
+            def tick(done: int = done) -> None:
                 if bar.n - done >= plan.repeats:
                     bar.total += 1  # a round beyond the minimum: the median was not stable yet
                 bar.update()

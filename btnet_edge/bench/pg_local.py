@@ -117,11 +117,11 @@ class LocalPostgres:
 
     def start(self) -> LocalPostgres:
         """Run the postmaster as our child (so a killed one is reaped, not left a zombie holding its pid file)."""
-        log = open(self.log, "ab")
-        self._proc = subprocess.Popen(
-            [str(self.bin / "postgres"), "-D", str(self.data), "-c", "listen_addresses=127.0.0.1", "-p", str(self.port),
-             "-k", str(self.sockets), "-c", "fsync=on"], stdout=log, stderr=subprocess.STDOUT, **self._as_server_user())
-        log.close()
+        with open(self.log, "ab") as log:  # the child keeps its own descriptor
+            self._proc = subprocess.Popen(
+                [str(self.bin / "postgres"), "-D", str(self.data), "-c", "listen_addresses=127.0.0.1",
+                 "-p", str(self.port), "-k", str(self.sockets), "-c", "fsync=on"],
+                stdout=log, stderr=subprocess.STDOUT, **self._as_server_user())
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -131,7 +131,8 @@ class LocalPostgres:
                 return self
             time.sleep(0.1)
         self.kill()
-        raise ConfigError(f"the PostgreSQL server did not start within {START_TIMEOUT_S} s: {self.log.read_text()[-1500:]}")
+        raise ConfigError(f"the PostgreSQL server did not start within {START_TIMEOUT_S} s: "
+                          f"{self.log.read_text()[-1500:]}")
 
     def _ready(self) -> bool:
         try:

@@ -50,13 +50,13 @@ def call(url: str, method: str = "GET", body: bytes | None = None, key: str | No
         return 0, {"error": str(exc)}
 
 
-def start_server(package: Path, gallery: str, keys: Path, port: int, num_cpus: int, log: Path) -> tuple[subprocess.Popen, str]:
+def start_server(package: Path, gallery: str, keys: Path, port: int, num_cpus: int,
+                 log: Path) -> tuple[subprocess.Popen, str]:
     """``btnet-edge serve`` in a process of its own; returns it and its URL once it answers."""
-    out = open(log, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "btnet_edge", "serve", str(package), "--gallery", gallery,
-                             "--port", str(port), "--api-keys", str(keys), "--num-cpus", str(num_cpus)],
-                            stdout=subprocess.PIPE, stderr=out, text=True, env=os.environ.copy())
-    out.close()
+    with open(log, "w") as out:  # the child keeps its own descriptor
+        proc = subprocess.Popen([sys.executable, "-m", "btnet_edge", "serve", str(package), "--gallery", gallery,
+                                 "--port", str(port), "--api-keys", str(keys), "--num-cpus", str(num_cpus)],
+                                stdout=subprocess.PIPE, stderr=out, text=True, env=os.environ.copy())
     line = proc.stdout.readline()
     if not line.startswith("{"):
         proc.kill()

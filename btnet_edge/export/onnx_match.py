@@ -116,7 +116,7 @@ class _Matcher:
             elif layer.kind != expected.kind:
                 raise self.fail(expected, f"{layer.kind} ({layer.describe()})")
             else:
-                getattr(self, f"load_{expected.kind}", lambda e, l: None)(expected, layer)
+                getattr(self, f"load_{expected.kind}", lambda _expected, _layer: None)(expected, layer)
                 self.pos += 1
             self.previous = expected
         rest = self.next_layer()

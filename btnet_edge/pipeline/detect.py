@@ -133,7 +133,7 @@ class FaceDetector(ABC):
     def _candidates(self, img: np.ndarray) -> Candidates:
         """Decoded faces scoring at least ``score_threshold`` in ``img`` (contiguous BGR uint8), before NMS."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook: detectors without a session have nothing to close
         """Release the model; the default holds nothing."""
 
     def __enter__(self) -> FaceDetector:

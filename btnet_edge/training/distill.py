@@ -167,7 +167,7 @@ class BranchDistiller:
             layers = [m for name, m in branch.named_modules()
                       if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and name + "." in own]
             seen: dict = {}
-            hooks = [m.register_forward_pre_hook(lambda m, args: seen.__setitem__(
+            hooks = [m.register_forward_pre_hook(lambda m, args, seen=seen: seen.__setitem__(
                 m, (args[0].float().mean(dim=(0, 2, 3)), args[0].float().var(dim=(0, 2, 3), unbiased=False))))
                 for m in layers]
             branch.eval()
