@@ -15,7 +15,8 @@ from .base import Backend, TensorSpec
 
 log = logging.getLogger(__name__)
 
-_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64", "tensor(int32)": "int32"}
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
+              "tensor(int32)": "int32"}
 _ORT_TYPES["tensor(uint8)"] = "uint8"  # engines' graphs that take uint8 crops (engines/input_graph.py)
 
 
@@ -98,7 +99,8 @@ class OrtBackend(Backend):
         if not names:
             return {}
         if self._read_file is None:
-            raise BackendError(f"{self.model_path}: the model keeps weights in external data ({', '.join(sorted(names))}) "
+            raise BackendError(f"{self.model_path}: the model keeps weights in external data "
+                               f"({', '.join(sorted(names))}) "
                                "and was given as bytes with no verified source for them; load it from a package")
         ort = require("onnxruntime")
         if not hasattr(ort.SessionOptions, "add_external_initializers_from_files_in_memory"):

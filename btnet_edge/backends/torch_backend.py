@@ -33,7 +33,8 @@ class TorchBackend(Backend):
         from ..export.package_weights import btnet_from_package
 
         if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise BackendError("PyTorch has no CUDA device here; run on the CPU (--device cpu; device='cpu' in the API)")
+            raise BackendError("PyTorch has no CUDA device here; run on the CPU "
+                               "(--device cpu; device='cpu' in the API)")
         if self.fp16 and not self.device.startswith("cuda"):
             raise BackendError("FP16 with the PyTorch backend needs CUDA; on the CPU run in FP32 (fp16=False)")
         if self.threads:

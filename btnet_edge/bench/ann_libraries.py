@@ -43,7 +43,8 @@ def _timed(search, q: np.ndarray, exact: np.ndarray) -> dict[str, float]:
         t = time.perf_counter()
         found.append(search(i, probe))
         times.append(time.perf_counter() - t)
-    return {"query_ms_p50": 1000 * float(np.percentile(times, 50)), "query_ms_p99": 1000 * float(np.percentile(times, 99)),
+    return {"query_ms_p50": 1000 * float(np.percentile(times, 50)),
+            "query_ms_p99": 1000 * float(np.percentile(times, 99)),
             "recall_at_1": float(np.mean(np.array(found) == exact))}
 
 

@@ -1,4 +1,5 @@
-"""Two face servers on one PostgreSQL gallery: how soon one sees what the other enrolled, and a database crash under load.
+"""Two face servers on one PostgreSQL gallery: how soon one sees what the other enrolled, and a database crash under
+load.
 
 Everything runs on this machine: a throwaway PostgreSQL with pgvector (``pg_local``) and
 two ``btnet-edge serve`` processes (each its own Ray instance, as two nodes would be),
@@ -166,7 +167,8 @@ def format_report(report: dict[str, Any]) -> str:
     lines = ["auth:"]
     lines += [f"  {name:32s} HTTP {r['status']}  {r['error'] or ''}"[:150] for name, r in report["auth"].items()]
     p = report["propagation"]
-    lines.append(f"propagation: enrolled through A in {_ms(p['enroll_ms'])}; named by B after {_ms(p['seen_by_other_after_ms'])}"
+    lines.append(f"propagation: enrolled through A in {_ms(p['enroll_ms'])}; "
+                 f"named by B after {_ms(p['seen_by_other_after_ms'])}"
                  f" (first answer of B in {p['polls'].count(1)} of {p['rounds']} rounds)")
     o = report["outage"]
     lines.append(f"PostgreSQL killed at {o['killed_at_s']} s, back at {o['restarted_at_s']} s: identify answers "

@@ -108,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
             app.stop()
 
     document = {"package": str(args.package), "clients": args.clients, "frames_per_client": args.frames,
-                "unique_frames": len(frames), "scales": scales, "server": {"url": url} if args.url else config.to_dict(),
+                "unique_frames": len(frames), "scales": scales,
+                "server": {"url": url} if args.url else config.to_dict(),
                 "in_process": baseline, "killed": args.kill_replica, **rounds}
     print(_report(document))
     if args.json:
