@@ -144,7 +144,8 @@ def test_unknown_option_is_refused_by_the_subcommand(capsys):
 
 
 @pytest.mark.parametrize("words", [["-v", "info", "p"], ["info", "p", "-v"], ["info", "--verbose", "p"],
-                                   ["keys", "new", "cam", "--file", "k.json", "-v"], ["-v", "keys", "list", "--file", "k"]])
+                                   ["keys", "new", "cam", "--file", "k.json", "-v"],
+                                   ["-v", "keys", "list", "--file", "k"]])
 def test_verbose_before_or_after_the_subcommand(words):
     assert PARSER.parse_args(words).verbose is True
     assert PARSER.parse_args(["info", "p"]).verbose is False

@@ -182,7 +182,8 @@ ORDER_CASES = [
      "bench-serve: images missing"),
     ("order: export-triton, options first", "export-triton --out {W}/thesis --force {PKG}",
      "export-triton: --force over a thesis"),
-    ("order: bench-cpp, options first", "bench-cpp --app {W}/nothere-app {PKG} {W}/photos", "bench-cpp: C++ app missing"),
+    ("order: bench-cpp, options first", "bench-cpp --app {W}/nothere-app {PKG} {W}/photos",
+     "bench-cpp: C++ app missing"),
     ("order: keys, options first", "keys revoke --file {W}/nothere.json camera-1", "keys: revoke from a missing file"),
     ("order: bench-shared-gallery, options first", "bench-shared-gallery --photo {W}/nothere.jpg {PKG}",
      "bench-shared-gallery: photo missing"),
@@ -450,14 +451,16 @@ def markdown(rows: list[dict]) -> str:
     totals = summary(rows)
     subcommands = len({shlex.split(r["command"])[0] for r in rows})
     out = ["| bad inputs tried | handled cleanly | files lost |", "|---|---|---|",
-           f"| {totals['tried']} (all {subcommands} subcommands) | {totals['handled_cleanly']} | {totals['files_lost']} |",
+           f"| {totals['tried']} (all {subcommands} subcommands) | {totals['handled_cleanly']} "
+           f"| {totals['files_lost']} |",
            "", "| kind | cases | handled as expected | files lost |", "|---|---|---|---|"]
     kinds = {"bad options and files": [r for r in rows if not r["case"].startswith(("order:", "probe:"))],
              "options in another order (same message as the case typed in order)":
                  [r for r in rows if r["case"].startswith("order:")],
              "the probe's findings (issue 20)": [r for r in rows if r["case"].startswith("probe:")]}
     for kind, group in kinds.items():
-        out.append(f"| {kind} | {len(group)} | {sum(r['clean'] for r in group)} | {sum(r['files_lost'] for r in group)} |")
+        out.append(f"| {kind} | {len(group)} | {sum(r['clean'] for r in group)} "
+                   f"| {sum(r['files_lost'] for r in group)} |")
     return "\n".join(out)
 
 

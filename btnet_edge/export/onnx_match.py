@@ -157,8 +157,10 @@ class _Matcher:
 
     def load_gemm(self, e: Expected, layer: Layer) -> None:
         node, g = layer.node, self.graph
-        if g.attribute(node, "transA", 0) or g.attribute(node, "alpha", 1.0) != 1.0 or g.attribute(node, "beta", 1.0) != 1.0:
-            raise CheckpointError(f"{g.path.name}: {layer.describe()} uses transA/alpha/beta; only y = x W^T + b is supported")
+        if (g.attribute(node, "transA", 0) or g.attribute(node, "alpha", 1.0) != 1.0
+                or g.attribute(node, "beta", 1.0) != 1.0):
+            raise CheckpointError(f"{g.path.name}: {layer.describe()} uses transA/alpha/beta; "
+                                  "only y = x W^T + b is supported")
         weight = g.constant(node.input[1], f"{e.key}.weight")
         self.put(e.key + ".weight", weight if g.attribute(node, "transB", 0) else weight.T, e.module.weight)
         bias = g.constant(node.input[2], f"{e.key}.bias") if len(node.input) > 2 and node.input[2] else None

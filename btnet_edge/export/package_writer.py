@@ -147,7 +147,8 @@ def export_package(net, options: ExportOptions, weights: str, import_report: Map
                 file = f"fused_{r}.onnx"
                 bar.set_postfix_str(file)
                 graph = FusedGraph(net, r)
-                onnx_from_torch(graph, [torch.zeros(1, 3, r, r)], [image_input_name(r)], [EMBEDDING_NAME], staging / file)
+                onnx_from_torch(graph, [torch.zeros(1, 3, r, r)], [image_input_name(r)], [EMBEDDING_NAME],
+                                staging / file)
                 fused.append(FusedInfo(r, file, TensorInfo(image_input_name(r), (3, r, r)),
                                        TensorInfo(EMBEDDING_NAME, (config.embedding_size,))))
                 if options.parity:

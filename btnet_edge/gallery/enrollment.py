@@ -78,7 +78,8 @@ class EnrollResult:
 
 def collect_identity(recognizer, name: str, images: Sequence[str | Path], pick: str | None = None,
                      skip_bad: bool = False) -> EnrollResult:
-    """One embedding per photo of ``name``; raises on the first bad photo unless ``skip_bad``, or when none is usable."""
+    """One embedding per photo of ``name``; raises on the first bad photo unless ``skip_bad``, or when none is
+    usable."""
     result = EnrollResult(name)
     for path in map(str, images):
         try:

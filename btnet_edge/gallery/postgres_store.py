@@ -187,7 +187,8 @@ class PostgresStore(GalleryStore):
         self._dim, self._index = dim, index
 
     def meta(self) -> dict[str, str]:
-        return dict(self._read("read the gallery", lambda c: c.execute(f"SELECT key, value FROM {SCHEMA}.meta").fetchall()))
+        return dict(self._read("read the gallery",
+                               lambda c: c.execute(f"SELECT key, value FROM {SCHEMA}.meta").fetchall()))
 
     # Writes
 

@@ -21,11 +21,13 @@ SCHEMA_VERSION = 1
 FORMAT_TAG = "btnet-edge-gallery"
 # Decides, inside the write transaction, which new rows to keep given the identity's stored rows.
 KeepRows = Callable[[np.ndarray], np.ndarray]
-RowBlock = tuple[np.ndarray, np.ndarray, Union[list, np.ndarray]]  # row ids, identity ids, raw vectors (bytes or arrays)
+# row ids, identity ids, raw vectors (a list of bytes or arrays, or one 2-D array)
+RowBlock = tuple[np.ndarray, np.ndarray, Union[list, np.ndarray]]
 
 
 class GalleryStore(ABC):
-    """Tables of one gallery: ``meta`` (format, schema, embedding size, model id, thresholds), identities, embeddings."""
+    """Tables of one gallery: ``meta`` (format, schema, embedding size, model id, thresholds), identities,
+    embeddings."""
 
     where: str  # how messages name this gallery (a path, or a URL without its password)
     searches_itself = False  # True: ``search`` runs in the server, there is no local index

@@ -84,7 +84,8 @@ def branch_statuses(manifest) -> list[BranchStatus]:
     resolutions = [b.resolution for b in manifest.branches]
     recorded = manifest.extra.get(RECORD_KEY)
     if isinstance(recorded, list):
-        by_r = {int(item["resolution"]): item for item in recorded if isinstance(item, Mapping) and "resolution" in item}
+        by_r = {int(item["resolution"]): item for item in recorded
+                if isinstance(item, Mapping) and "resolution" in item}
         out = []
         for r in resolutions:
             item = dict(by_r.get(r, {}))

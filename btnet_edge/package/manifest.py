@@ -227,7 +227,8 @@ def manifest_from_json(data: Any) -> Manifest:
                                _tensor(_get(f, "output", dict, where), where + "output")))
     for info in branches:
         if info.resolution not in entries:
-            raise ManifestError(f"branch {info.resolution} px has no trunk input (trunk.entry_resolutions {list(entries)})")
+            raise ManifestError(f"branch {info.resolution} px has no trunk input "
+                                f"(trunk.entry_resolutions {list(entries)})")
     dispatch_data = _get(data, "dispatch", dict, "")
     dispatch = DispatchPolicy(_get(dispatch_data, "indicator", str, "dispatch."),
                               _get(dispatch_data, "rounding", str, "dispatch."))

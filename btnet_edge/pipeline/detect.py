@@ -107,7 +107,8 @@ class FaceDetector(ABC):
         self.plan = plan or DetectPlan()
         self.pass_seconds: dict[str, float] = defaultdict(float)
         if not 0.0 <= self.score_threshold <= 1.0:
-            raise ConfigError(f"score_threshold={self.score_threshold} is outside 0..1; try {self.default_score_threshold}")
+            raise ConfigError(f"score_threshold={self.score_threshold} is outside 0..1; "
+                              f"try {self.default_score_threshold}")
         if not 0.0 < self.nms_threshold <= 1.0:
             raise ConfigError(f"nms_threshold={self.nms_threshold} is outside (0, 1]; 0.4 is the usual value")
 

@@ -57,7 +57,8 @@ def check_bgr_image(img: Any) -> np.ndarray:
         if img.dtype == np.uint16:
             hint = "scale it to 8 bits, e.g. (img >> 8).astype(np.uint8)"
         elif np.issubdtype(img.dtype, np.floating):
-            hint = "if it holds 0..1 values use (img * 255).clip(0, 255).astype(np.uint8); if 0..255, img.astype(np.uint8)"
+            hint = ("if it holds 0..1 values use (img * 255).clip(0, 255).astype(np.uint8); "
+                    "if 0..255, img.astype(np.uint8)")
         else:
             hint = "convert it to uint8 0..255"
         raise InputImageError(f"image dtype is {img.dtype}; expected {_EXPECTED}: {hint}")

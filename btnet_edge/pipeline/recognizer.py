@@ -75,7 +75,8 @@ class Recognizer:
     :class:`~btnet_edge.pipeline.runner.Runner`), opened from the settings when None.
     """
 
-    def __init__(self, package: str | Path | ModelPackage, backend: str = "auto", detector: FaceDetector | str | None = None,
+    def __init__(self, package: str | Path | ModelPackage, backend: str = "auto",
+                 detector: FaceDetector | str | None = None,
                  *, indicator: str | None = None, rounding: str | None = None, align: str = "landmarks",
                  device: str = "cpu", threads: int = 0, fp16: bool = False, engines: str | None = None,
                  gallery=None, det_threshold: float | None = None, max_side: int | None = None,

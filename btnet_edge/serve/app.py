@@ -174,7 +174,8 @@ async def _read_limited(request, limit: int) -> bytes:
     from .frontend import HttpError
 
     declared = request.headers.get("content-length")
-    too_big = f"over the limit of {limit} bytes; send a smaller image or start the server with a larger --max-request-mb"
+    too_big = (f"over the limit of {limit} bytes; send a smaller image or start the server with a larger "
+               "--max-request-mb")
     if declared and declared.isdigit() and int(declared) > limit:
         raise HttpError(413, f"request of {declared} bytes is {too_big}")
     chunks, size = [], 0

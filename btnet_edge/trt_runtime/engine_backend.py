@@ -78,7 +78,8 @@ class TrtBackend(Backend):
         self._profiles: dict[str, tuple[tuple[int, ...], ...]] = {}  # input -> (min, opt, max) shapes
 
     def _verify(self, trt: Any) -> dict[str, Any]:
-        """Compare the saved key with this machine; raise naming both sides on a mismatch. Returns the build settings."""
+        """Compare the saved key with this machine; raise naming both sides on a mismatch. Returns the build
+        settings."""
         sidecar = load_sidecar(self.model_path)
         if sidecar is None:
             log.warning("%s has no readable cache key beside it; loading it unverified", self.model_path.name)
