@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from .._deps import require
-from .options import gallery_target, parse_resolutions
+from .options import gallery_setting, gallery_target, parse_resolutions
 
 log = logging.getLogger(__name__)
 
