@@ -243,8 +243,8 @@ class PycudaMemory(CudaMemory):
         return array, array
 
     def host_free(self, handle: Any) -> None:
-        base: Any = getattr(handle, "base", None)
-        if hasattr(base, "free"):
+        base = getattr(handle, "base", None)
+        if base is not None and hasattr(base, "free"):
             with self._current():
                 base.free()
 
