@@ -116,7 +116,7 @@ def test_serve_embedder_and_frontend_on_engines(trt_standin, standin_engines, ti
                 ServeConfig(package=str(tiny_package), backend="tensorrt", engines=str(standin_engines),
                             replica_gpus=0.5)):
         core = BatchEmbedder(package, cfg.recognizer_config())
-        front = FrontEnd(cfg, lambda groups: core.embed_many([groups])[0], package)
+        front = FrontEnd(cfg, lambda groups, core=core: core.embed_many([groups])[0], package)
         try:
             answers.append([face_from_wire(f) for f in front.process(body)["faces"]])
             stats = core.stats()

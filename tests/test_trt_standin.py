@@ -53,7 +53,7 @@ def test_deserialize_refuses_other_files_versions_and_gpus(branch, standin_engin
 
 
 def test_set_input_shape_holds_to_the_profile_and_static_dims(branch):
-    trt, _, context, entry, _ = branch
+    _, _, context, entry, _ = branch
     name, high = entry.inputs[0], entry.profile(entry.inputs[0]).max[0]
     assert context.set_input_shape(name, (high, 28, 28, 3)) is True
     assert context.set_input_shape(name, (high + 1, 28, 28, 3)) is False  # above the profile's max
@@ -64,7 +64,7 @@ def test_set_input_shape_holds_to_the_profile_and_static_dims(branch):
 
 
 def test_addresses_must_be_aligned_known_and_inside_device_memory(branch):
-    trt, _, context, entry, _ = branch
+    _, _, context, entry, _ = branch
     from btnet_edge.testing.trt_standin.device import MEMORY
 
     name, out = entry.inputs[0], entry.outputs[0]
@@ -96,7 +96,7 @@ def test_addresses_must_be_aligned_known_and_inside_device_memory(branch):
 def test_it_computes_what_the_onnx_computes(branch):
     import onnxruntime as ort
 
-    trt, _, context, entry, _ = branch
+    _, _, context, entry, _ = branch
     from btnet_edge.testing.trt_standin.device import MEMORY
 
     crops = np.random.default_rng(0).integers(0, 256, (5, 28, 28, 3), dtype=np.uint8)

@@ -8,8 +8,9 @@ alignment, batch splitting, the engines' arithmetic. Faces are matched by IoU.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 

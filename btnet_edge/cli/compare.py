@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     rows = compare_frames(config, str(args.engines), frames())
     failed = [r for r in rows if r["faces_onnxruntime"] != r["faces_tensorrt"] or r["matched"] != r["faces_tensorrt"]
-              or r["worst_cosine"] is not None and r["worst_cosine"] < args.min_cosine]
+              or (r["worst_cosine"] is not None and r["worst_cosine"] < args.min_cosine)]
     print(f"{'frame':<32} {'size':>10} {'ORT':>4} {'TRT':>4} {'match':>5} {'worst cos':>9} {'htod':>5} {'dtoh':>5} "
           f"{'syncs':>5}")
     for r in rows:

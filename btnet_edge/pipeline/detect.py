@@ -118,7 +118,7 @@ class FaceDetector(ABC):
         passes = self.plan.passes(*img.shape[:2])
         limits = self.input_limits()
         if limits is not None:  # an engine's profile: tile or shrink passes to its max (min is padded to)
-            passes = fit_passes(passes, *img.shape[:2], limits[1])
+            passes = fit_passes(passes, img.shape[0], img.shape[1], limits[1])
         parts = []
         for step in passes:
             start = time.perf_counter()

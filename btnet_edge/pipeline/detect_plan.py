@@ -163,7 +163,7 @@ def run_pass(find: Callable, img: np.ndarray, step: DetectPass):
     scaled = resize_for(img, step.scale)
     height, width = scaled.shape[:2]
     tile_h = step.tile_height or step.tile or height
-    if step.tile is None or height <= tile_h and width <= step.tile:
+    if step.tile is None or (height <= tile_h and width <= step.tile):
         found = find(scaled)
     else:
         parts = []

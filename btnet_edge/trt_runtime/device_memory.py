@@ -12,9 +12,10 @@ from __future__ import annotations
 import ctypes
 import logging
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 

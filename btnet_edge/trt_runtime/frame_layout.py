@@ -219,4 +219,4 @@ class LayoutPlanner:
         return launches
 
 
-__all__ = ["ALIGN_BYTES", "CROPS", "Copy", "EMBEDDING", "FrameLayout", "Launch", "LayoutPlanner", "Slot"]
+__all__ = ["ALIGN_BYTES", "CROPS", "EMBEDDING", "Copy", "FrameLayout", "Launch", "LayoutPlanner", "Slot"]

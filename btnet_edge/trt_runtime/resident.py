@@ -93,7 +93,7 @@ class CallStats:
     dtod_copies: int = 0
     calls: int = 0  # calls the faces were split into (more faces than the profiles' max)
 
-    def add(self, other: "CallStats") -> None:
+    def add(self, other: CallStats) -> None:
         for name in vars(self):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 

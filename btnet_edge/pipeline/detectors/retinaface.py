@@ -126,7 +126,7 @@ class RetinaFaceDetector(FaceDetector):
             return None
         low, _, high = profile(self._input_name)
         hw = slice(1, 3) if self._uint8 else slice(2, 4)  # NHWC uint8 crops, or NCHW float
-        return tuple(low[hw]), tuple(high[hw])  # type: ignore[return-value]
+        return (low[hw][0], low[hw][1]), (high[hw][0], high[hw][1])
 
     @property
     def backend(self) -> Backend | None:

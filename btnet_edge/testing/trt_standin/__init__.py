@@ -23,8 +23,9 @@ import json
 import logging
 import struct
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -103,12 +104,12 @@ class Logger:
 
     INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = Severity
 
-    def __init__(self, min_severity: "Logger.Severity" = Severity.WARNING) -> None:
+    def __init__(self, min_severity: Logger.Severity = Severity.WARNING) -> None:
         self.min_severity = min_severity
         self.errors: list[str] = []
         self._real: Any = None
 
-    def log(self, severity: "Logger.Severity", msg: str) -> None:
+    def log(self, severity: Logger.Severity, msg: str) -> None:
         if severity <= Logger.ERROR:
             self.errors.append(msg)
         if severity <= self.min_severity:
@@ -176,7 +177,7 @@ class ITimingCache:
     def serialize(self) -> bytes:
         return self.HEADER
 
-    def combine(self, other: "ITimingCache", ignore_mismatch: bool) -> bool:
+    def combine(self, other: ITimingCache, ignore_mismatch: bool) -> bool:
         return other.valid or ignore_mismatch
 
 
@@ -309,6 +310,21 @@ def read_engine(data: bytes) -> tuple[dict, bytes] | None:
 
 from .runtime import ICudaEngine, IExecutionContext, Runtime  # noqa: E402  (needs the names above)
 
-__all__ = ["Builder", "BuilderFlag", "DataType", "DeviceType", "HardwareCompatibilityLevel", "IBuilderConfig",
-           "ICudaEngine", "IExecutionContext", "Logger", "MEMORY", "MemoryPoolType", "NetworkDefinitionCreationFlag",
-           "OnnxParser", "Runtime", "TensorIOMode", "nptype"]
+__all__ = [
+    "MEMORY",
+    "Builder",
+    "BuilderFlag",
+    "DataType",
+    "DeviceType",
+    "HardwareCompatibilityLevel",
+    "IBuilderConfig",
+    "ICudaEngine",
+    "IExecutionContext",
+    "Logger",
+    "MemoryPoolType",
+    "NetworkDefinitionCreationFlag",
+    "OnnxParser",
+    "Runtime",
+    "TensorIOMode",
+    "nptype",
+]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ctypes
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -35,7 +35,7 @@ class Runtime:
         self.logger = logger
         self.engine_host_code_allowed = False
 
-    def deserialize_cuda_engine(self, data: bytes) -> "ICudaEngine | None":
+    def deserialize_cuda_engine(self, data: bytes) -> ICudaEngine | None:
         parsed = read_engine(bytes(data))
         if parsed is None:
             self.logger.log(Logger.ERROR, "Serialization assertion failed: magic tag does not match (not an engine "
@@ -119,7 +119,7 @@ class ICudaEngine:
         spec = self.profiles[profile_index][name]
         return [tuple(spec["min"]), tuple(spec["opt"]), tuple(spec["max"])]
 
-    def create_execution_context(self) -> "IExecutionContext":
+    def create_execution_context(self) -> IExecutionContext:
         return IExecutionContext(self)
 
     def output_shapes(self, inputs: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
@@ -221,4 +221,4 @@ class IExecutionContext:
         return True
 
 
-__all__ = ["ICudaEngine", "IExecutionContext", "MAGIC", "Runtime"]
+__all__ = ["MAGIC", "ICudaEngine", "IExecutionContext", "Runtime"]
