@@ -120,7 +120,7 @@ def bench_training(package: Path, rec: Path, work: Path, batch: int, steps: int,
     """Training faces/s of one CPU process (the log's last windows: model start-up left out)."""
     ckpt = work / f"speed-{package.name}.ckpt"
     _cli(train_args(package, rec, work / f"speed-{package.name}", ckpt, batch, steps, "--threads", str(threads),
-                    "--stop-after", str(steps - 1)))
+                    "--stop-after", str(steps - 1), "--val-share", "0"))
     timing = json.loads((ckpt / "training_log.json").read_text())["record"]["throughput"]
     windows = timing[1:] or timing  # the first window holds the first step's set-up
     return {"package": package.name, "batch": batch, "threads": threads, "steps": steps,
@@ -171,7 +171,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--work", type=Path, help="scratch folder (default: a new temp folder)")
     parser.add_argument("--copies", type=int, default=8, help="copies of the fixture faces in the .rec (default 8)")
-    parser.add_argument("--steps", type=int, default=8, help="steps of the training-speed runs (default 8)")
+    parser.add_argument("--steps", type=int, default=7, help="steps of the training-speed runs (default 7)")
+    parser.add_argument("--batch", type=int, default=16, help="batch of the training-speed runs (default 16)")
     parser.add_argument("--skip", default="", help="comma list of parts to skip: decode,train,equality,resume,bin")
     args = parser.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
@@ -189,8 +190,8 @@ def main(argv=None) -> int:
     mfn = make_package(work, "mobilefacenet")
     tiny = make_package(work, "test_btnet")
     if "train" not in skip:
-        result["training_cpu"] = [bench_training(mfn, rec, work, 32, args.steps, 2),
-                                  bench_training(tiny, rec, work, 32, args.steps, 2)]
+        result["training_cpu"] = [bench_training(mfn, rec, work, args.batch, args.steps, 2),
+                                  bench_training(tiny, rec, work, args.batch, args.steps, 2)]
     if "equality" not in skip:
         result["one_vs_two_processes"] = bench_equality(tiny, rec, work)
     if "resume" not in skip:

@@ -397,13 +397,13 @@ def train(net, source: FaceSource | FaceSet, spec, options: TrainOptions, meta: 
                 log.info("step %d/%d %.1f faces/s (data wait %.0f%%) %s", step, total, timing[-1]["faces_per_s"],
                          100 * timing[-1]["data_wait_share"],
                          " ".join(f"{k}={v:.4f}" for k, v in values.items() if not k.startswith("cosine")))
-                window_start, window_steps, waited = time.perf_counter(), 0, 0.0
                 if len(held_out):
                     curve.append({"step": step, **_round(distiller.evaluate(held_out))})
                 if checkpoint is not None and world.main:
                     save_checkpoint(checkpoint, distiller, sampler_state, step, total, history,
                                     {**meta, "curve": curve, "timing": timing})
                 barrier(world)
+                window_start, window_steps, waited = time.perf_counter(), 0, 0.0  # training time only
             if stopped:
                 log.info("stopped after %d steps of this session at step %d of %d; --resume continues",
                          session_steps, step, total)
