@@ -156,3 +156,15 @@ def test_verbose_after_the_subcommand_shows_the_traceback(tmp_path, caplog, caps
         assert main(["info", str(tmp_path / "nothere"), "--verbose"]) != 0
     assert any(r.exc_info for r in caplog.records), "no traceback logged"
     assert "btnet-edge info: error:" in capsys.readouterr().err
+
+
+def test_every_gallery_option_takes_a_postgresql_url():
+    """`--gallery postgresql://...` is kept as typed wherever a gallery is named (a Path would fold '//')."""
+    url = "postgresql://btnet@db.example.org/faces"
+    named = [name for name in command_names() if "--gallery" in _subparser(name)._option_string_actions]
+    assert {"enroll", "run", "serve", "bench-serve"} <= set(named)
+    for name in named:
+        positionals, singles, lists = command_parts(name)
+        singles = [part for part in singles if part[0] != "--gallery"]
+        args = PARSER.parse_args([*name.split(), *_flat(positionals), *_flat(singles), *_flat(lists), "--gallery", url])
+        assert args.gallery == url, name
