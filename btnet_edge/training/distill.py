@@ -24,7 +24,7 @@ import numpy as np
 from .._deps import require
 from ..errors import CheckpointError, ConfigError
 from .checkpoints import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from .data import (AREA_ONLY, Augmentation, Batch, Degradation, FaceSet, FaceSource, GlobalBatches, load_held_out,
+from .data import (Augmentation, Batch, Degradation, FaceSet, FaceSource, GlobalBatches, load_held_out,
                    network_inputs)
 from .distributed import World, barrier, init_world, mean_over_ranks, restore_batch_norm, use_global_batch_norm
 
