@@ -204,7 +204,7 @@ def evaluate_ident(recognizer, gallery: Sequence[FaceRecord], probes: Sequence[F
     searches = list(mated) + list(unmated)
     gallery_embedder, probe_embedder = _Embedder(recognizer, gallery), _Embedder(recognizer, searches)
     resolutions = recognizer.manifest.resolutions
-    rows = []
+    rows: list[dict] = []
     for indicator in INDICATORS:
         for rounding in ROUNDINGS:
             g_res = _resolutions(gallery, resolutions, indicator, rounding)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol, Sequence
 
 import cv2
@@ -195,7 +195,7 @@ class RecordFaces:
             header, _ = unpack_record(self.reader.read(0)) if 0 in self.reader.index else (None, b"")
         except BadRecord:
             header = None
-        if header is not None and header.flag > 0:  # insightface: images are keys [1, label[0])
+        if header is not None and isinstance(header.label, tuple):  # insightface: images are keys [1, label[0])
             stop = int(header.label[0])
             self.keys = [k for k in keys if 1 <= k < stop]
         else:
@@ -261,8 +261,9 @@ class Degradation:
         if self.jpeg_p > 0 and rng.random() < self.jpeg_p:
             quality = int(rng.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1))
             ok, data = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, quality])
-            if ok:
-                out = cv2.imdecode(data, cv2.IMREAD_COLOR)
+            decoded = cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else None
+            if decoded is not None:
+                out = decoded
         return out
 
 
@@ -313,7 +314,7 @@ class GlobalBatches:
         self.seed, self.rank, self.world = seed, rank, world
         self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="faces")
         self.prefetch = max(1, prefetch)
-        self._pending: dict[int, object] = {}
+        self._pending: dict[int, list[Future]] = {}
         self._orders: dict[int, np.ndarray] = {}
         self.bad_records: set[int] = set()
 

@@ -354,7 +354,10 @@ def train(net, source: FaceSource | FaceSet, spec, options: TrainOptions, meta: 
     total = total_steps(options, batches.steps_per_epoch)
     meta = {**meta, "resolutions": distiller.resolutions}
     checkpoint = Path(options.checkpoints) / CHECKPOINT_NAME if options.checkpoints else None
-    step, history, resumed_from, curve, timing = 0, [], None, [], []
+    step, resumed_from = 0, None
+    history: list[dict] = []
+    curve: list[dict] = []
+    timing: list[dict] = []
     sampler_state = {"seed": options.seed, "global_batch": batches.global_batch, "train_faces": len(train_idx)}
     if options.resume:
         if checkpoint is None or not checkpoint.is_file():

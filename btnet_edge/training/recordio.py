@@ -51,8 +51,8 @@ class IRHeader:
 
 def pack_record(header: IRHeader, image: bytes) -> bytes:
     """IRHeader (+ label array when it has several values) + image bytes: one record's payload."""
-    labels = header.label if isinstance(header.label, (tuple, list)) else None
-    if labels is not None:
+    if isinstance(header.label, (tuple, list)):
+        labels = header.label
         head = IR_HEADER.pack(len(labels), 0.0, header.id, header.id2) + np.asarray(labels, "<f4").tobytes()
     else:
         head = IR_HEADER.pack(0, float(header.label), header.id, header.id2)
@@ -117,7 +117,7 @@ class RecordIOReader:
         self.idx_path = Path(idx_path) if idx_path else self.path.with_suffix(".idx")
         self.index = read_index(self.idx_path)
         self.size = self.path.stat().st_size
-        self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        self._fd: int | None = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         beyond = [(k, o) for k, o in self.index.items() if o + _HEAD.size > self.size]
         if beyond:
             key, offset = min(beyond, key=lambda kv: kv[1])
@@ -125,7 +125,7 @@ class RecordIOReader:
             raise RecordIOError(f"{self.path} is truncated: record {key} starts at offset {offset}, the file ends at "
                                 f"{self.size} bytes ({len(beyond)} records of {self.idx_path.name} lie past the end); "
                                 "copy the file again")
-        last_key = max(self.index, key=self.index.get)
+        last_key = max(self.index, key=lambda k: self.index[k])
         try:
             self.read(last_key)  # the last record must be whole: a cut-off copy fails now, naming the offset
         except BadRecord:
@@ -150,6 +150,8 @@ class RecordIOReader:
         self.close()
 
     def _pread(self, length: int, offset: int) -> bytes:
+        if self._fd is None:
+            raise RecordIOError(f"{self.path} is closed")
         data = os.pread(self._fd, length, offset)
         if len(data) < length:
             raise RecordIOError(f"{self.path} is truncated: the record at offset {offset} needs {length} bytes, the "
@@ -215,16 +217,16 @@ def write_face_dataset(rec_path: str | Path, faces: Iterable[np.ndarray], labels
     """
     import cv2
 
-    encoded = []
+    encoded: list[bytes] = []
     for face in faces:
-        ok, data = cv2.imencode(".jpg", face, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        ok, buffer = cv2.imencode(".jpg", face, [cv2.IMWRITE_JPEG_QUALITY, quality])
         if not ok:
             raise InputImageError(f"cannot encode a face of shape {face.shape} as JPEG")
-        encoded.append(data.tobytes())
+        encoded.append(buffer.tobytes())
     labels = list(labels) if labels is not None else list(range(len(encoded)))
     with RecordIOWriter(rec_path) as writer:
         count = len(encoded)
         writer.write(0, pack_record(IRHeader(2, (float(count + 1), float(count + 1)), 0, 0), b""))
-        for key, (data, label) in enumerate(zip(encoded, labels), start=1):
-            writer.write(key, pack_record(IRHeader(0, float(label), key, 0), data))
+        for key, (image, label) in enumerate(zip(encoded, labels), start=1):
+            writer.write(key, pack_record(IRHeader(0, float(label), key, 0), image))
     return len(encoded)
