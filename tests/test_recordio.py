@@ -9,8 +9,16 @@ import numpy as np
 import pytest
 
 from btnet_edge.training.data import AREA_ONLY, Augmentation, Degradation, GlobalBatches, RecordFaces
-from btnet_edge.training.recordio import (MAGIC, IRHeader, RecordIOError, RecordIOReader, RecordIOWriter,
-                                          pack_record, read_index, unpack_record)
+from btnet_edge.training.recordio import (
+    MAGIC,
+    IRHeader,
+    RecordIOError,
+    RecordIOReader,
+    RecordIOWriter,
+    pack_record,
+    read_index,
+    unpack_record,
+)
 
 
 def test_a_dataset_round_trips_with_the_insightface_layout(crowd_faces, crowd_rec):
@@ -112,7 +120,8 @@ def test_the_small_view_is_the_same_face_with_a_random_kernel(crowd_faces):
     for seed in range(12):
         face = crowd_faces[seed]
         small = degradation.apply(face, 14, np.random.default_rng(seed))
-        match = [name for name, k in kernels.items() if np.array_equal(small, cv2.resize(face, (14, 14), interpolation=k))]
+        match = [name for name, k in kernels.items()
+                 if np.array_equal(small, cv2.resize(face, (14, 14), interpolation=k))]
         assert match, seed  # exactly one of the kernels applied to this face: the same face, made small
         seen.add(match[0])
     assert len(seen) >= 2  # drawn at random, not one fixed kernel

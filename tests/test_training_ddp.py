@@ -25,7 +25,8 @@ def _env() -> dict:
 
 
 def _train_args(package, rec, out, checkpoints, batch, steps, *extra: str) -> list[str]:
-    return ["train-branches", *extra, str(package), "--rec", str(rec), "--out", str(out), "--checkpoints", str(checkpoints),
+    return ["train-branches", *extra, str(package), "--rec", str(rec), "--out", str(out),
+            "--checkpoints", str(checkpoints),
             "--batch-size", str(batch), "--steps", str(steps), "--save-every", "2", "--workers", "1", "--threads", "1",
             "--device", "cpu", "--seed", "4", "--quiet"]
 
@@ -46,7 +47,8 @@ def _close(a: dict, b: dict, exact: bool = False) -> None:
             else:
                 assert torch.allclose(value.float(), other.float(), rtol=1e-4, atol=2e-5), \
                     (r, key, float((value.float() - other.float()).abs().max()))
-    for x, y in zip(a["history"], b["history"], strict=True):
+    assert len(a["history"]) == len(b["history"])
+    for x, y in zip(a["history"], b["history"]):
         for key in x:
             assert (x[key] == y[key]) if exact else abs(x[key] - y[key]) <= 1e-4 * max(1.0, abs(x[key])), key
 
@@ -63,7 +65,8 @@ def test_two_gloo_processes_train_the_same_branches_as_one_with_the_same_global_
                             env=_env(), capture_output=True, text=True, timeout=600)
     assert single.returncode == 0, single.stderr[-3000:]
     double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                             "-m", "btnet_edge", *_train_args(tiny_package, crowd_rec, tmp_path / "two", two, 4, 4, *sgd)],
+                             "-m", "btnet_edge",
+                             *_train_args(tiny_package, crowd_rec, tmp_path / "two", two, 4, 4, *sgd)],
                             env=_env(), capture_output=True, text=True, timeout=600)
     assert double.returncode == 0, double.stderr[-3000:]
     a, b = _state(one), _state(two)
@@ -102,7 +105,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(tiny_package, crowd_
     at_kill = _state(killed)["step"]
     assert 2 <= at_kill < steps and at_kill % 7  # a checkpoint from inside an epoch
     assert not (tmp_path / "k" / "manifest.json").exists()
-    assert main(_train_args(tiny_package, crowd_rec, tmp_path / "k", killed, 8, steps) + ["--resume"]) == 0
+    assert main([*_train_args(tiny_package, crowd_rec, tmp_path / "k", killed, 8, steps), "--resume"]) == 0
     assert main(_train_args(tiny_package, crowd_rec, tmp_path / "s", straight, 8, steps)) == 0
     a, b = _state(straight), _state(killed)
     _close(a, b, exact=True)  # bit for bit: the batches are a function of (seed, step)
@@ -117,10 +120,10 @@ def test_stop_after_leaves_a_checkpoint_and_no_package(tiny_package, crowd_rec, 
     from btnet_edge.cli.main import main
 
     args = _train_args(tiny_package, crowd_rec, tmp_path / "p", tmp_path / "c", 8, 6)
-    assert main(args + ["--stop-after", "3"]) == 0
+    assert main([*args, "--stop-after", "3"]) == 0
     assert _state(tmp_path / "c")["step"] == 3 and not (tmp_path / "p").exists()
-    assert main(args + ["--resume", "--steps", "6"]) == 0 and (tmp_path / "p" / "manifest.json").is_file()
+    assert main([*args, "--resume", "--steps", "6"]) == 0 and (tmp_path / "p" / "manifest.json").is_file()
     other = _train_args(tiny_package, crowd_rec, tmp_path / "p2", tmp_path / "c", 4, 6)
-    assert main(other + ["--resume"]) == 1  # another global batch: refused, nothing written
+    assert main([*other, "--resume"]) == 1  # another global batch: refused, nothing written
     assert not (tmp_path / "p2").exists()
     assert "global_batch" in capsys.readouterr().err

@@ -119,8 +119,8 @@ def train_args(package: Path, rec: Path, out: Path, ckpt: Path, batch: int, step
 def bench_training(package: Path, rec: Path, work: Path, batch: int, steps: int, threads: int) -> dict:
     """Training faces/s of one CPU process (the log's last windows: model start-up left out)."""
     ckpt = work / f"speed-{package.name}-{threads}.ckpt"
-    _cli(train_args(package, rec, work / f"speed-{package.name}-{threads}", ckpt, batch, steps, "--threads", str(threads),
-                    "--stop-after", str(steps - 1), "--val-share", "0"))
+    _cli(train_args(package, rec, work / f"speed-{package.name}-{threads}", ckpt, batch, steps,
+                    "--threads", str(threads), "--stop-after", str(steps - 1), "--val-share", "0"))
     timing = json.loads((ckpt / "training_log.json").read_text())["record"]["throughput"]
     windows = timing[1:] or timing  # the first window holds the first step's set-up
     return {"package": package.name, "batch": batch, "threads": threads, "steps": steps,

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Callable, Sequence
+from collections.abc import Sequence
+from typing import Callable
 
 import numpy as np
 
@@ -71,9 +72,9 @@ def bench_frames(recognizer: Recognizer, inputs: Sequence[str], repeats: int = 5
     An image is recognized ``repeats`` times; a video's frames (up to ``max_frames``) once each, and
     their faces go through a Tracker, as `run` does, whose time is reported apart.
     """
-    from ..pipeline.track import Tracker
-
     from tqdm.auto import tqdm
+
+    from ..pipeline.track import Tracker
 
     entries, overall, faces_all, passes_all, routes_all = [], StageTimes(), Counter(), Counter(), Counter()
     passes = recognizer.detector.pass_seconds

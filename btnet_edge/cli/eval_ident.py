@@ -33,10 +33,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
-    from ..evaluation.ident import collect_faces, evaluate_ident, format_table
+    from ..evaluation.ident import collect_faces, evaluate_ident, format_table, survface_sets, tinyface_sets
     from ..evaluation.pairs import environment
-
-    from ..evaluation.ident import survface_sets, tinyface_sets
 
     if args.probe_face_px is not None and args.probe_face_px < 2:
         raise ConfigError(f"--probe-face-px should be at least 2, found {args.probe_face_px}")

@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
 
         for path in args.bin:  # every file checked (and refused if unsafe) before any model loads
             read_bin(path)
-    methods = {"both": ("branch", "upsample"), "all": ("branch", "upsample", "default")}.get(args.method, (args.method,))
+    methods = {"both": ("branch", "upsample"),
+               "all": ("branch", "upsample", "default")}.get(args.method, (args.method,))
     resolutions = parse_resolutions(args.resolutions)
     results = []  # (name, result)
     with recognizer_from_args(args) as recognizer:

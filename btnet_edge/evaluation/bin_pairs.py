@@ -61,9 +61,11 @@ def _flags(issame, path: Path) -> list[bool]:
         if issame.dtype != np.bool_ or issame.ndim != 1:
             raise UnsafeBinError(f"{path}: issame is a {issame.dtype} array of shape {issame.shape}; expected bools")
         return issame.tolist()
-    if not isinstance(issame, (list, tuple)) or not all(isinstance(v, (bool, np.bool_)) for v in issame):
-        raise UnsafeBinError(f"{path}: issame should be a list of bools, found {type(issame).__name__} of "
-                             f"{sorted({type(v).__name__ for v in issame}) if isinstance(issame, (list, tuple)) else ''}")
+    if not isinstance(issame, (list, tuple)):
+        raise UnsafeBinError(f"{path}: issame should be a list of bools, found {type(issame).__name__}")
+    if not all(isinstance(v, (bool, np.bool_)) for v in issame):
+        kinds = sorted({type(v).__name__ for v in issame})
+        raise UnsafeBinError(f"{path}: issame should be a list of bools, found {kinds}")
     return [bool(v) for v in issame]
 
 

@@ -12,9 +12,9 @@ table), plus rank-1 TPIR, which a small gallery needs to say anything.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -25,8 +25,8 @@ from ..pipeline.dispatch import INDICATORS, ROUNDINGS, choose_resolution, face_s
 from ..pipeline.face import Face
 from ..pipeline.image import read_image
 from ..pipeline.preprocess import l2_normalize
-from . import metrics
 from ..pipeline.sources import IMAGE_SUFFIXES
+from . import metrics
 from .pairs import identity_folders
 
 log = logging.getLogger(__name__)

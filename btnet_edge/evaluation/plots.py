@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -98,7 +98,8 @@ def plot_track_buckets(result: dict, out: str | Path) -> Path:
     return save_figure(figure, out, "track plot")
 
 
-def plot_training(history: Sequence[dict], timing: Sequence[dict], out: str | Path, title: str = "train-branches") -> Path:
+def plot_training(history: Sequence[dict], timing: Sequence[dict], out: str | Path,
+                  title: str = "train-branches") -> Path:
     """train-branches' curves: each branch's feature and embedding MSE per step, and faces/s over the run."""
     require("matplotlib", extra="plot")
     from matplotlib.backends.backend_agg import FigureCanvasAgg

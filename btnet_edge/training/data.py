@@ -12,10 +12,11 @@ continues with the batch it would have had, from the step count alone.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -249,7 +250,8 @@ class Degradation:
     def __post_init__(self) -> None:
         bad = [name for name in self.interpolations if name not in INTERPOLATIONS]
         if bad or not self.interpolations:
-            raise ValueError(f"interpolations should be among {sorted(INTERPOLATIONS)}, found {list(self.interpolations)}")
+            raise ValueError(f"interpolations should be among {sorted(INTERPOLATIONS)}, "
+                             f"found {list(self.interpolations)}")
 
     def apply(self, face: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
         """``face`` (112 BGR uint8) degraded to ``size`` px."""

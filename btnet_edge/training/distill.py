@@ -15,17 +15,16 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from .._deps import require
 from ..errors import CheckpointError, ConfigError
 from .checkpoints import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from .data import (Augmentation, Batch, Degradation, FaceSet, FaceSource, GlobalBatches, load_held_out,
-                   network_inputs)
+from .data import Augmentation, Batch, Degradation, FaceSet, FaceSource, GlobalBatches, load_held_out, network_inputs
 from .distributed import World, barrier, init_world, mean_over_ranks, restore_batch_norm, use_global_batch_norm
 
 log = logging.getLogger(__name__)
@@ -122,8 +121,8 @@ class BranchDistiller:
         if self.world.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
-            self.ddp = DistributedDataParallel(self.module, device_ids=[self.device] if self.device.startswith("cuda") else None,
-                                               broadcast_buffers=False)
+            devices = [self.device] if self.device.startswith("cuda") else None
+            self.ddp = DistributedDataParallel(self.module, device_ids=devices, broadcast_buffers=False)
 
     def branch_batch_norms(self) -> list:
         """The BatchNorm layers of the branches' own parts (the ones that train)."""
@@ -206,7 +205,7 @@ class BranchDistiller:
             layers = [m for name, m in branch.named_modules()
                       if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and name + "." in own]
             seen: dict = {}
-            hooks = [m.register_forward_pre_hook(lambda m, args: seen.__setitem__(
+            hooks = [m.register_forward_pre_hook(lambda m, args, seen=seen: seen.__setitem__(
                 m, (args[0].float().mean(dim=(0, 2, 3)), args[0].float().var(dim=(0, 2, 3), unbiased=False))))
                 for m in layers]
             branch.eval()
@@ -494,8 +493,8 @@ def train_and_export(package: str | Path, image_dirs: Sequence[str | Path], out:
 
     Under torchrun every process trains its share; rank 0 writes checkpoints and the package.
     """
-    from ..export.package_writer import ExportOptions, export_package
     from ..export.package_weights import btnet_from_package
+    from ..export.package_writer import ExportOptions, export_package
     from ..package.branch_status import branch_statuses
     from ..package.loader import load_package
     from ..package.manifest import MANIFEST_NAME
@@ -516,7 +515,8 @@ def train_and_export(package: str | Path, image_dirs: Sequence[str | Path], out:
     try:
         net = btnet_from_package(source)
         if options.recalibrate_bn is None:  # BNs folded in the source ONNX came back as identity BNs
-            options.recalibrate_bn = (manifest.extra.get("import_report") or {}).get("trunk", {}).get("format") == "onnx"
+            trunk_report = (manifest.extra.get("import_report") or {}).get("trunk", {})
+            options.recalibrate_bn = trunk_report.get("format") == "onnx"
         faces = open_source(image_dirs, rec, crops, min_face_px, progress=options.progress and world.main)
         meta = {"source_package": manifest.name, "source_folder": str(Path(package)),
                 "trunk_sha256": manifest.files.get(manifest.trunk.file),

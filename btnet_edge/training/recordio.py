@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -188,8 +188,9 @@ class RecordIOWriter:
     def __init__(self, rec_path: str | Path, idx_path: str | Path | None = None) -> None:
         self.rec_path = Path(rec_path)
         self.idx_path = Path(idx_path) if idx_path else self.rec_path.with_suffix(".idx")
-        self._rec = open(self.rec_path, "xb")  # never over an existing dataset
-        self._idx = open(self.idx_path, "x", encoding="ascii")
+        # held open across write() calls, closed by close() / the with block; "x": never over an existing dataset
+        self._rec = open(self.rec_path, "xb")  # noqa: SIM115
+        self._idx = open(self.idx_path, "x", encoding="ascii")  # noqa: SIM115
 
     def write(self, key: int, payload: bytes) -> None:
         self._idx.write(f"{key}\t{self._rec.tell()}\n")
