@@ -38,7 +38,9 @@ DOUBT_SCORE = 0.7  # enlarged-pass boxes the coarse pass should have seen need t
 FRAGMENT_SIDE_RATIO = 4.0  # a box this many times smaller than a face it overlaps ...
 FRAGMENT_OVERLAP = 0.3  # ... by this share of its own area is a piece of that face (hair, ear), not a face
 FRAGMENT_MARGIN = 0.1  # the larger face's box grown by this share of its side: hair and ears lie there
-PLAN_OPTIONS = ("det_size", "min_face_px", "upscale", "tile", "max_side")
+PLAN_OPTIONS = ("det_size", "min_face_px", "upscale", "tile", "max_side", "second_look", "face_cues",
+                "stream_budget")
+DEFAULT_STREAM_BUDGET = 1.5  # enlarged-pass pixels per video frame, in coarse passes: 720p at <= 2.5x coarse-only
 
 
 class DetectPass(NamedTuple):
@@ -63,6 +65,10 @@ class DetectPlan:
     the enlarged pass's factor, None to derive it from ``min_face_px``. ``tile``: tile side
     of the enlarged pass (px), None for one piece. ``max_side``: no pass is run on an
     image longer than this (px); it bounds compute on 4K frames at the cost of small faces.
+    ``second_look`` and ``face_cues``: boxes only the enlarged pass found must be found again
+    at larger sizes, and have a face's landmark layout and contrast (pipeline/detect_verify.py).
+    ``stream_budget``: on video (pipeline/stream.py), the enlarged pass's pixels per frame as a
+    multiple of the coarse pass's; its tiles are spread over frames to fit.
     """
 
     det_size: int = 640
@@ -70,6 +76,9 @@ class DetectPlan:
     upscale: float | None = None
     tile: int | None = 1920
     max_side: int | None = 4800
+    second_look: bool = True
+    face_cues: bool = True
+    stream_budget: float = DEFAULT_STREAM_BUDGET
 
     def __post_init__(self) -> None:
         if not isinstance(self.det_size, int) or self.det_size < 64:
@@ -83,6 +92,13 @@ class DetectPlan:
             raise ConfigError(f"tile={self.tile!r} must be an int >= 256 (px, e.g. 1920), or None for no tiling")
         if self.max_side is not None and (not isinstance(self.max_side, int) or self.max_side < 64):
             raise ConfigError(f"max_side={self.max_side!r} must be an int >= 64 (px), or None for no cap")
+        for name in ("second_look", "face_cues"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be True or False")
+        budget = self.stream_budget
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0.05 <= budget <= 1000:
+            raise ConfigError(f"stream_budget={budget!r} must be a number of coarse passes per frame between 0.05 "
+                              f"and 1000 (default {DEFAULT_STREAM_BUDGET}; CLI: --det-budget)")
 
     def passes(self, height: int, width: int) -> list[DetectPass]:
         long_side = max(height, width)
