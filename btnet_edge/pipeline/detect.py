@@ -125,11 +125,13 @@ class FaceDetector(ABC):
         merged = len(passes) > 1 or any(step.tile for step in passes)
         return self.merge(img, Candidates.concat(coarse), Candidates.concat(enlarged), merged)
 
-    def merge(self, img: np.ndarray, coarse: Candidates, enlarged: Candidates, merged: bool = True) -> list[Detection]:
+    def merge(self, img: np.ndarray, coarse: Candidates, enlarged: Candidates, merged: bool = True,
+              trusted: np.ndarray | None = None) -> list[Detection]:
         """One list of faces from the passes' candidates: NMS, fragments, then the checks of enlarged-only boxes.
 
         Shared by :meth:`detect` and the stream schedule (pipeline/stream.py), so stills and video
-        frames keep the same rules.
+        frames keep the same rules. ``trusted``: boxes (N, 4) already checked (a video's tracks):
+        enlarged-pass boxes on them need no new check, as those on a coarse-pass box.
         """
         found = Candidates.concat([coarse, enlarged])
         from_enlarged = np.arange(len(found.scores)) >= len(coarse.scores)
@@ -141,7 +143,8 @@ class FaceDetector(ABC):
         if merged:
             keep = ~fragments(found.boxes)
             found, from_enlarged = found.take(keep), from_enlarged[keep]
-        found = self._verify(img, found, from_enlarged, coarse.boxes)
+        seen = coarse.boxes if trusted is None or not len(trusted) else np.concatenate([coarse.boxes, trusted])
+        found = self._verify(img, found, from_enlarged, seen)
         return [_detection(b, k, s) for b, k, s in zip(found.boxes, found.kps, found.scores)]
 
     def _verify(self, img: np.ndarray, found: Candidates, from_enlarged: np.ndarray,

@@ -40,7 +40,7 @@ FRAGMENT_OVERLAP = 0.3  # ... by this share of its own area is a piece of that f
 FRAGMENT_MARGIN = 0.1  # the larger face's box grown by this share of its side: hair and ears lie there
 PLAN_OPTIONS = ("det_size", "min_face_px", "upscale", "tile", "max_side", "second_look", "face_cues",
                 "stream_budget")
-DEFAULT_STREAM_BUDGET = 1.5  # enlarged-pass pixels per video frame, in coarse passes: 720p at <= 2.5x coarse-only
+DEFAULT_STREAM_BUDGET = 1.0  # enlarged-pass pixels per video frame, in coarse passes: 720p at <= 2.5x coarse-only
 
 
 class DetectPass(NamedTuple):
@@ -147,20 +147,32 @@ def run_pass(find: Callable, img: np.ndarray, step: DetectPass):
         found = find(scaled)
     else:
         parts = []
-        for y0, y1, core_y0, core_y1 in tile_spans(height, step.tile, step.overlap):
-            for x0, x1, core_x0, core_x1 in tile_spans(width, step.tile, step.overlap):
+        for y_span in tile_spans(height, step.tile, step.overlap):
+            for x_span in tile_spans(width, step.tile, step.overlap):
+                x0, x1 = x_span[:2]
+                y0, y1 = y_span[:2]
                 part = find(np.ascontiguousarray(scaled[y0:y1, x0:x1])).scaled(1.0, x0, y0)
-                b = part.boxes
-                cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
-                keep = (cx >= core_x0) & (cx < core_x1) & (cy >= core_y0) & (cy < core_y1)
-                m = _TILE_EDGE_MARGIN_PX
-                keep &= (x0 == 0) | (b[:, 0] > x0 + m)
-                keep &= (y0 == 0) | (b[:, 1] > y0 + m)
-                keep &= (x1 == width) | (b[:, 2] < x1 - m)
-                keep &= (y1 == height) | (b[:, 3] < y1 - m)
-                parts.append(part.take(keep))
+                parts.append(part.take(in_tile(part.boxes, x_span, y_span, width, height)))
         found = Candidates.concat(parts)
-    found = found.scaled(1.0 / step.scale)
+    return in_range(found.scaled(1.0 / step.scale), step)
+
+
+def in_tile(boxes: np.ndarray, x_span: tuple, y_span: tuple, width: int, height: int) -> np.ndarray:
+    """Mask of boxes (pass px) a tile keeps: centre in its core, not cut by an inner edge (frame edges may cut)."""
+    x0, x1, core_x0, core_x1 = x_span
+    y0, y1, core_y0, core_y1 = y_span
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    keep = (cx >= core_x0) & (cx < core_x1) & (cy >= core_y0) & (cy < core_y1)
+    m = _TILE_EDGE_MARGIN_PX
+    keep &= (x0 <= 0) | (boxes[:, 0] > x0 + m)
+    keep &= (y0 <= 0) | (boxes[:, 1] > y0 + m)
+    keep &= (x1 >= width) | (boxes[:, 2] < x1 - m)
+    keep &= (y1 >= height) | (boxes[:, 3] < y1 - m)
+    return keep
+
+
+def in_range(found, step: DetectPass):
+    """Candidates (frame px) within the face sizes ``step`` owns, doubtful large ones only when confident."""
     sides = np.maximum(found.boxes[:, 2] - found.boxes[:, 0], found.boxes[:, 3] - found.boxes[:, 1])
     keep = (sides >= step.min_face_px) & (sides < step.max_face_px)
     keep &= (sides <= step.doubt_above_px) | (found.scores >= DOUBT_SCORE)
