@@ -85,6 +85,7 @@ class Block:
     text: str
     needs: tuple[str, ...] = ()
     synopsis: bool = False
+    continues: bool = False  # runs in the folder of the file's previous shell block (its files are this one's input)
     lines: list[Line] = field(default_factory=list)
 
     @property
@@ -136,10 +137,13 @@ def parse_blocks(path: Path) -> list[Block]:
             body = marker.group(1)
             if body == "synopsis":
                 block.synopsis = True
+            elif body == "continues":
+                block.continues = True
             elif body.startswith("needs "):
                 block.needs = _words(body[len("needs "):], block.where)
             else:
-                raise ValueError(f"{block.where}: docs-test marker should be 'needs WORD, ...' or 'synopsis', "
+                raise ValueError(f"{block.where}: docs-test marker should be 'needs WORD, ...', 'synopsis' or "
+                                 f"'continues', "
                                  f"found {body!r}")
         block.lines = _split_lines(block) if block.kind == "shell" else [Line(block.text, line + 1)]
         blocks.append(block)
@@ -238,9 +242,14 @@ def check_command(argv: list[str], synopsis: bool = False, made: frozenset[str] 
         subs = _subparsers(_parser())
         if len(words) < 2 or words[1] not in subs:
             return [f"btnet-edge has no subcommand {words[1] if len(words) > 1 else '(none)'}"]
-        sub = subs[words[1]]
+        sub, name = subs[words[1]], f"btnet-edge {words[1]}"
+        nested = _subparsers(sub) if any(isinstance(a, argparse._SubParsersAction) for a in sub._actions) else {}
+        if nested:  # `keys new ...`: the nested subcommand's flags
+            if len(words) < 3 or words[2] not in nested:
+                return [f"{name} has no subcommand {words[2] if len(words) > 2 else '(none)'}"]
+            sub, name = nested[words[2]], f"{name} {words[2]}"
         known = set(sub._option_string_actions) | {"-h", "--help", "-v", "--verbose", "--version"}
-        return _check_flags([f for f in flags if f != words[1]], known, f"btnet-edge {words[1]}")
+        return _check_flags([f for f in flags if f != words[1]], known, name)
     if program in ("python", "python3") and len(words) > 1 and words[1].endswith(".py"):
         script = ROOT / words[1]
         if Path(words[1]).parts[0] in made:

@@ -19,8 +19,28 @@ PARSER = build_parser()
 CANDIDATES = ("1", "7,14", "0.5", "x.jpg", "14=x.pt", "127.5,127.5,127.5")
 
 
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
 def _subparser(name: str) -> argparse.ArgumentParser:
-    return next(a for a in PARSER._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+    """The parser of ``name``: a subcommand (``info``) or a nested one (``keys new``)."""
+    parser = PARSER
+    for word in name.split():
+        parser = _subcommands(parser)[word]
+    return parser
+
+
+def command_names() -> list[str]:
+    """Every subcommand, nested ones expanded (``keys`` -> ``keys list``, ``keys new``, ``keys revoke``)."""
+    names = []
+    for name in sorted(SUBCOMMANDS):
+        parser = _subparser(name)
+        if any(isinstance(a, argparse._SubParsersAction) for a in parser._actions):
+            names.extend(f"{name} {nested}" for nested in sorted(_subcommands(parser)))
+        else:
+            names.append(name)
+    return names
 
 
 def _value(action: argparse.Action) -> str:
@@ -78,7 +98,7 @@ def _flat(parts: list[list[str]]) -> list[str]:
     return [word for part in parts for word in part]
 
 
-@pytest.mark.parametrize("name", sorted(SUBCOMMANDS))
+@pytest.mark.parametrize("name", command_names())
 def test_options_first_last_and_between_parse_the_same(name):
     positionals, singles, lists = command_parts(name)
     assert singles or lists, f"{name}: no option to move"
@@ -86,7 +106,7 @@ def test_options_first_last_and_between_parse_the_same(name):
     first = [*_flat(lists), *_flat(singles), *(["--"] if lists and not singles else []), *_flat(positionals)]
     last = [*_flat(positionals), *_flat(singles), *_flat(lists)]
     between = [*_flat(positionals[:1]), *_flat(singles), *_flat(lists), *_flat(positionals[1:])]
-    parsed = [PARSER.parse_args([name, *words]) for words in (first, last, between)]
+    parsed = [PARSER.parse_args([*name.split(), *words]) for words in (first, last, between)]
     assert parsed[0] == parsed[1] == parsed[2], (first, last, between)
     actions = [a for a in _subparser(name)._actions if not a.option_strings]
     for action, typed in zip(actions, positionals):
@@ -96,8 +116,8 @@ def test_options_first_last_and_between_parse_the_same(name):
 
 def test_every_subcommand_has_positionals_to_move_or_says_why():
     """A subcommand with no positional cannot show the trap; the others all have one."""
-    without = sorted(name for name in SUBCOMMANDS if not command_parts(name)[0])
-    assert without == ["bench-gallery", "eval-detect", "export"]
+    without = sorted(name for name in command_names() if not command_parts(name)[0])
+    assert without == ["bench-gallery", "eval-detect", "export", "keys list"]
 
 
 def test_the_readme_enroll_line_parses():
@@ -123,10 +143,12 @@ def test_unknown_option_is_refused_by_the_subcommand(capsys):
     assert "btnet-edge info: error: unrecognized arguments: --bogus" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("words", [["-v", "info", "p"], ["info", "p", "-v"], ["info", "--verbose", "p"]])
+@pytest.mark.parametrize("words", [["-v", "info", "p"], ["info", "p", "-v"], ["info", "--verbose", "p"],
+                                   ["keys", "new", "cam", "--file", "k.json", "-v"], ["-v", "keys", "list", "--file", "k"]])
 def test_verbose_before_or_after_the_subcommand(words):
     assert PARSER.parse_args(words).verbose is True
     assert PARSER.parse_args(["info", "p"]).verbose is False
+    assert PARSER.parse_args(["keys", "list", "--file", "k"]).verbose is False
 
 
 def test_verbose_after_the_subcommand_shows_the_traceback(tmp_path, caplog, capsys):
@@ -134,3 +156,15 @@ def test_verbose_after_the_subcommand_shows_the_traceback(tmp_path, caplog, caps
         assert main(["info", str(tmp_path / "nothere"), "--verbose"]) != 0
     assert any(r.exc_info for r in caplog.records), "no traceback logged"
     assert "btnet-edge info: error:" in capsys.readouterr().err
+
+
+def test_every_gallery_option_takes_a_postgresql_url():
+    """`--gallery postgresql://...` is kept as typed wherever a gallery is named (a Path would fold '//')."""
+    url = "postgresql://btnet@db.example.org/faces"
+    named = [name for name in command_names() if "--gallery" in _subparser(name)._option_string_actions]
+    assert {"enroll", "run", "serve", "bench-serve"} <= set(named)
+    for name in named:
+        positionals, singles, lists = command_parts(name)
+        singles = [part for part in singles if part[0] != "--gallery"]
+        args = PARSER.parse_args([*name.split(), *_flat(positionals), *_flat(singles), *_flat(lists), "--gallery", url])
+        assert args.gallery == url, name

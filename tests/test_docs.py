@@ -191,6 +191,7 @@ class DocsSession:
         self.env = {**os.environ, "PATH": f"{self.bin}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(ROOT),
                     "BTNET_DOCS_EXPORT_CACHE": str(base / "exports"), "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"}
         self.count = 0
+        self.folders: dict[str, Path] = {}  # block -> the folder it ran in (for a block that continues it)
 
     def cli(self, *argv: str) -> None:
         done = subprocess.run([str(self.bin / "btnet-edge"), *argv], env=self.env, capture_output=True, text=True,
@@ -228,8 +229,25 @@ def mentions(text: str, name: str) -> bool:
     return re.search(rf"(?<![\w./-]){re.escape(name)}(?![\w.-])", text) is not None
 
 
-def substitute(text: str) -> str:
-    return text.replace("../shared/fixtures", str(FIXTURES)).replace("/tmp/", "tmp/")
+# the docs' PostgreSQL gallery: a database of its own on the session's real server (tests/conftest.py)
+EXAMPLE_POSTGRES = "postgresql://btnet@db.example.org/faces"
+
+
+def substitute(text: str, postgres_url: str | None = None) -> str:
+    text = text.replace("../shared/fixtures", str(FIXTURES)).replace("/tmp/", "tmp/")
+    return text.replace(EXAMPLE_POSTGRES, postgres_url) if postgres_url else text
+
+
+def docs_postgres_url(request) -> str:
+    """The docs' one PostgreSQL database (made on first use; its lines build on each other)."""
+    import psycopg
+
+    server = request.getfixturevalue("postgres_server")
+    url = server.url.rsplit("/", 1)[0] + "/docs_faces"
+    with psycopg.connect(server.url, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = 'docs_faces'").fetchone() is None:
+            conn.execute("CREATE DATABASE docs_faces")
+    return url
 
 
 def produced_by(line: str) -> set[str]:
@@ -255,17 +273,32 @@ def docs(tmp_path_factory) -> DocsSession:
     return DocsSession(tmp_path_factory.mktemp("docs"))
 
 
-@pytest.mark.parametrize("block", RUN, ids=[b.where for b in RUN])
-def test_shell_block_runs(block, docs):
+def run_shell_block(block, docs, request) -> Path:
+    """Run ``block`` line by line; a ``continues`` block runs in its predecessor's folder (run first if need be)."""
+    if block.where in docs.folders:
+        return docs.folders[block.where]
     lines = block.runnable_lines(LONG)
-    text = "\n".join(substitute(ln.text) for ln in lines)
-    produced = set().union(*(produced_by(substitute(ln.text)) for ln in lines))
-    folder = docs.workspace(text, produced)
+    postgres = docs_postgres_url(request) if any(EXAMPLE_POSTGRES in ln.text for ln in lines) else None
+    text = "\n".join(substitute(ln.text, postgres) for ln in lines)
+    if block.continues:
+        earlier = [b for b in RUN if b.path == block.path and b.line < block.line]
+        assert earlier, f"{block.where}: marked 'continues' but no shell block runs before it in {block.path}"
+        folder = run_shell_block(earlier[-1], docs, request)
+    else:
+        produced = set().union(*(produced_by(substitute(ln.text, postgres)) for ln in lines))
+        folder = docs.workspace(text, produced)
     for line in lines:
-        done = subprocess.run(["bash", "-o", "pipefail", "-c", substitute(line.text)], cwd=folder, env=docs.env,
-                              capture_output=True, text=True, timeout=1200)
+        done = subprocess.run(["bash", "-o", "pipefail", "-c", substitute(line.text, postgres)], cwd=folder,
+                              env=docs.env, capture_output=True, text=True, timeout=1200)
         assert done.returncode == 0, (f"{block.path}:{line.number} failed (exit {done.returncode}):\n  {line.text}\n"
                                       f"{done.stderr[-4000:]}")
+    docs.folders[block.where] = folder
+    return folder
+
+
+@pytest.mark.parametrize("block", RUN, ids=[b.where for b in RUN])
+def test_shell_block_runs(block, docs, request):
+    run_shell_block(block, docs, request)
 
 
 PY_FILES = sorted({b.path for b in BLOCKS if b.kind == "python" and b.runnable_lines(LONG)})
@@ -318,6 +351,7 @@ def test_needs_and_placeholders_are_documented():
     guide = (ROOT / "docs" / "docs-test.md").read_text()
     assert [w for w in NEEDS if f"`{w}`" not in guide] == []
     assert [p for p in PLACEHOLDERS if f"`{p}" not in guide] == []
+    assert f"`{EXAMPLE_POSTGRES}`" in guide
 
 
 def test_the_docs_test_figures_are_current():

@@ -183,6 +183,9 @@ ORDER_CASES = [
     ("order: export-triton, options first", "export-triton --out {W}/thesis --force {PKG}",
      "export-triton: --force over a thesis"),
     ("order: bench-cpp, options first", "bench-cpp --app {W}/nothere-app {PKG} {W}/photos", "bench-cpp: C++ app missing"),
+    ("order: keys, options first", "keys revoke --file {W}/nothere.json camera-1", "keys: revoke from a missing file"),
+    ("order: bench-shared-gallery, options first", "bench-shared-gallery --photo {W}/nothere.jpg {PKG}",
+     "bench-shared-gallery: photo missing"),
 ]
 
 

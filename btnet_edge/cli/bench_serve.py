@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from .._deps import require
-from .options import parse_resolutions
+from .options import gallery_target, parse_resolutions
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--frontends", type=int, default=1)
     p.add_argument("--frontend-threads", type=int, default=4)
     p.add_argument("--batch-wait-ms", type=float, default=10.0)
-    p.add_argument("--gallery", type=Path, help="gallery the server and the reference identify against")
+    p.add_argument("--gallery", type=gallery_target,
+                   help="gallery the server and the reference identify against: a SQLite file or postgresql://...")
     p.add_argument("--url", help="load-test this running server instead of starting one (its package and "
                                  "gallery must be the ones given here; --kill-replica joins its Ray cluster)")
     p.add_argument("--port", type=int, default=8765)
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     config = ServeConfig(package=str(args.package.resolve()), port=args.port, embedders=args.embedders,
                          frontends=args.frontends, frontend_threads=args.frontend_threads,
                          batch_wait_ms=args.batch_wait_ms, max_batch_requests=max(args.clients, 1),
-                         gallery=str(args.gallery.resolve()) if args.gallery else None)
+                         gallery=gallery_setting(args.gallery))
     url = args.url or app.start(config, num_cpus=args.num_cpus)
     rounds = {}
     try:

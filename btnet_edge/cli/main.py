@@ -59,6 +59,12 @@ class SubcommandParser(argparse.ArgumentParser):
                         f"{greedy[0]}, or end its values with --)")
         super().error(message)
 
+    def add_subparsers(self, **kwargs):  # type: ignore[override]
+        """Nested subcommands (``keys new``) get the same any-order parsing as the top level."""
+        kwargs.setdefault("action", IntermixedSubparsers)
+        kwargs.setdefault("parser_class", SubcommandParser)
+        return super().add_subparsers(**kwargs)
+
 
 class IntermixedSubparsers(argparse._SubParsersAction):
     """Subcommands parsed with ``parse_known_intermixed_args``: positionals may follow options.
@@ -74,11 +80,22 @@ class IntermixedSubparsers(argparse._SubParsersAction):
         sub = self._name_parser_map[name]  # argparse has already refused an unknown name
         setattr(namespace, self.dest, name)
         sub.typed = arg_strings
-        subnamespace, unknown = sub.parse_known_intermixed_args(arg_strings, None)
+        # argparse refuses intermixed parsing of a parser with its own subcommands (``keys new``): that
+        # parser parses plainly, and its nested subcommand's parser runs intermixed through this action
+        nested = any(isinstance(action, argparse._SubParsersAction) for action in sub._actions)
+        parse = sub.parse_known_args if nested else sub.parse_known_intermixed_args
+        subnamespace, unknown = parse(arg_strings, None)
         for key, value in vars(subnamespace).items():
             setattr(namespace, key, value)
         if unknown:
             sub.error(f"unrecognized arguments: {' '.join(unknown)}")
+
+
+def _parser_and_nested(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """A subcommand's parser and the parsers of its own subcommands (``keys`` -> ``keys new``, ...)."""
+    nested = [sub for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+              for sub in dict.fromkeys(action.choices.values())]
+    return [parser, *nested]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,9 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module_name in SUBCOMMANDS.items():
         module = importlib.import_module(f".{module_name}", __package__)
         module.add_parser(subparsers)
-        # --verbose after the subcommand too; SUPPRESS keeps a --verbose typed before it
-        subparsers.choices[name].add_argument(*VERBOSE_FLAGS, action="store_true", default=argparse.SUPPRESS,
-                                              help=VERBOSE_HELP)
+        # --verbose after the subcommand (and after a nested one: `keys new`) too; SUPPRESS keeps one typed before
+        for sub in _parser_and_nested(subparsers.choices[name]):
+            sub.add_argument(*VERBOSE_FLAGS, action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     return parser
 
 

@@ -220,3 +220,10 @@ def gallery_target(text: str):
     if not text.strip():
         raise argparse.ArgumentTypeError("expected a gallery file (people.db) or postgresql://user@host/db, found ''")
     return text if is_server_url(text) else Path(text)
+
+
+def gallery_setting(target) -> str | None:
+    """A --gallery value as a server setting: an absolute file path (replicas run elsewhere) or the URL as typed."""
+    if target is None:
+        return None
+    return str(target.resolve()) if isinstance(target, Path) else target

@@ -9,7 +9,7 @@ import signal
 import time
 from pathlib import Path
 
-from .options import add_detector_options, gallery_target
+from .options import add_detector_options, gallery_setting, gallery_target
 
 log = logging.getLogger(__name__)
 
@@ -61,19 +61,13 @@ def config_from_args(args: argparse.Namespace):
 
     read_manifest(args.package)  # a wrong folder fails here, with the package's own message
     return ServeConfig(
-        package=str(args.package.resolve()), gallery=_gallery_setting(args.gallery),
+        package=str(args.package.resolve()), gallery=gallery_setting(args.gallery),
         api_keys=str(args.api_keys.resolve()) if args.api_keys else None, insecure_no_auth=args.insecure_no_auth,
         host=args.host, port=args.port, frontends=args.frontends, frontend_threads=args.frontend_threads,
         embedders=args.embedders, max_batch_requests=args.max_batch_requests, batch_wait_ms=args.batch_wait_ms,
         max_request_mb=args.max_request_mb, max_image_mpx=args.max_image_mpx, embed_timeout_s=args.embed_timeout_s,
         replica_cpus=args.replica_cpus, threads=args.threads, detector=args.detector, detector_kind=args.detector_kind,
         det_threshold=args.det_threshold, max_side=args.max_side)
-
-
-def _gallery_setting(target) -> str | None:
-    if target is None:
-        return None
-    return str(target.resolve()) if isinstance(target, Path) else target
 
 
 def serve_config_file(config) -> dict:
