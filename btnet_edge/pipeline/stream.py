@@ -256,6 +256,18 @@ def _run_coarse(detector: FaceDetector, img: np.ndarray, step: DetectPass) -> Ca
     return run_pass(detector._candidates, img, step)
 
 
+def wait_text(info: dict) -> str:
+    """How long a new small face may wait under a stream schedule, in words."""
+    if not info.get("enlarged_pass"):
+        return "one detection pass per frame finds every face it can at once"
+    fps = info.get("fps")
+    cycle, worst = info["cycle_frames"], info["max_wait_frames"]
+    seconds = f" ({cycle / fps:.1f} s, at most {worst / fps:.1f} s at {fps:.0f} frames/s)" if fps else ""
+    return (f"small-face pass in {info['tiles']} tiles, {info['budget_coarse_passes']:g} coarse passes of work per "
+            f"frame: a new small face is looked for where the picture moves first, and everywhere within "
+            f"{cycle} frames (at most {worst}){seconds}")
+
+
 VIDEO_MIN_HITS = 2  # on video a face is reported once its track has two detections
 
 
