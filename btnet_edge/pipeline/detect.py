@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .detect_plan import PLAN_OPTIONS, DetectPlan, fragments, run_pass
-from .detect_verify import face_cues, second_look
+from .detect_verify import SURE_SCORE, face_cues, second_look
 from .detectors._nms import box_iou, nms
 from .image import check_bgr_image
 
@@ -162,6 +162,7 @@ class FaceDetector(ABC):
         if self.plan.face_cues:
             keep[index] = face_cues(img, found.boxes[index], found.kps[index])
             index = index[keep[index]]
+        index = index[found.scores[index] < SURE_SCORE]
         if self.plan.second_look and index.size:
             keep[index] = second_look(self._candidates_batch, img, found.boxes[index])
         self.pass_seconds["verify"] += time.perf_counter() - start

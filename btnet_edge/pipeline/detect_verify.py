@@ -8,12 +8,12 @@ more evidence; one seen only enlarged gets two checks, cheapest first:
   above the nose and the nose above the mouth, the eyes apart by a share of the box width)
   and contrast (eyes, brows and mouth make a face's grey levels spread at least
   ``MIN_CONTRAST`` of their mean; a blurred picture on a wall or a smooth surface does not).
-- **second look**: the box's neighbourhood (``SECOND_LOOK_CONTEXT`` face sizes around it)
-  cut out and shown to the detector with the face at each of ``SECOND_LOOK_PX``; the box
-  stays only if the detector finds it again (IoU >= ``SECOND_LOOK_IOU``, its own score
-  threshold) at every one of them. A real face enlarged further stays a face; a texture
-  that looked like one at 25 px seldom does at three larger sizes. Crops of one size go
-  in one detector call (one batch per size).
+- **second look**, for boxes scoring under ``SURE_SCORE``: the box's neighbourhood
+  (``SECOND_LOOK_CONTEXT`` face sizes around it) cut out and shown to the detector with the
+  face at ``SECOND_LOOK_PX`` (1.6x the enlarged pass's 25 px); the box stays only if the
+  detector finds it again there (IoU >= ``SECOND_LOOK_IOU``, score >= ``SECOND_LOOK_SCORE``).
+  A real face enlarged further stays a face; a texture that looked like one at 25 px seldom
+  does at 40. The crops, all of one size, go in one detector call.
 
 Measured on the fixture scenes and on photos downscaled so their faces are 11-18 px:
 docs/detection.md.
@@ -28,7 +28,9 @@ import numpy as np
 
 from .detectors._nms import box_iou
 
-SECOND_LOOK_PX = (40.0, 48.0, 56.0)  # face side (crop px) at which each look shows the box
+SECOND_LOOK_PX = (40.0,)  # face side (crop px) at which each look shows the box
+SECOND_LOOK_SCORE = 0.7  # real 11-18 px faces score >= 0.8 there, the textures seen <= 0.5 (docs/detection.md)
+SURE_SCORE = 0.95  # enlarged-pass boxes scoring this much skip the second look (the false ones seen: 0.55-0.90)
 SECOND_LOOK_CONTEXT = 2.0  # the crop reaches this many face sides from the box centre on each side
 SECOND_LOOK_IOU = 0.3
 LANDMARK_MARGIN = 0.25  # landmarks may lie this share of the box side outside it
@@ -107,5 +109,6 @@ def second_look(find_batch: Callable[[list[np.ndarray]], list], img: np.ndarray,
             back = found.boxes.copy()
             back[:, [0, 2]] = (back[:, [0, 2]] - dx) / scale
             back[:, [1, 3]] = (back[:, [1, 3]] - dy) / scale
-            keep[i] = bool((box_iou(np.asarray(boxes[i], np.float32), back) >= SECOND_LOOK_IOU).any())
+            overlap = box_iou(np.asarray(boxes[i], np.float32), back) >= SECOND_LOOK_IOU
+            keep[i] = bool((overlap & (found.scores >= SECOND_LOOK_SCORE)).any())
     return keep
