@@ -10,10 +10,10 @@ more evidence; one seen only enlarged gets two checks, cheapest first:
   ``MIN_CONTRAST`` of their mean; a blurred picture on a wall or a smooth surface does not).
 - **second look**, for boxes scoring under ``SURE_SCORE``: the box's neighbourhood
   (``SECOND_LOOK_CONTEXT`` face sizes around it) cut out and shown to the detector with the
-  face at ``SECOND_LOOK_PX`` (1.6x the enlarged pass's 25 px); the box stays only if the
-  detector finds it again there (IoU >= ``SECOND_LOOK_IOU``, score >= ``SECOND_LOOK_SCORE``).
-  A real face enlarged further stays a face; a texture that looked like one at 25 px seldom
-  does at 40. The crops, all of one size, go in one detector call.
+  face at 40 px (1.6x the enlarged pass's 25 px), then at 56 px for the boxes not found at 40;
+  the box stays only if the detector finds it again at one of them (IoU >= ``SECOND_LOOK_IOU``,
+  score >= ``SECOND_LOOK_SCORE``). A real face enlarged further stays a face; a texture that
+  looked like one at 25 px seldom does at 40 or 56 px. Crops of one size go in one detector call.
 
 Measured on the fixture scenes and on photos downscaled so their faces are 11-18 px:
 docs/detection.md.
@@ -28,7 +28,7 @@ import numpy as np
 
 from .detectors._nms import box_iou
 
-SECOND_LOOK_PX = (40.0,)  # face side (crop px) at which each look shows the box
+SECOND_LOOK_PX = (40.0, 56.0)  # face sides (crop px) of the looks; the second only for boxes the first missed
 SECOND_LOOK_SCORE = 0.7  # real 11-18 px faces score >= 0.8 there, the textures seen <= 0.5 (docs/detection.md)
 SURE_SCORE = 0.95  # enlarged-pass boxes scoring this much skip the second look (the false ones seen: 0.55-0.90)
 SECOND_LOOK_CONTEXT = 2.0  # the crop reaches this many face sides from the box centre on each side
@@ -83,18 +83,19 @@ def face_cues(img: np.ndarray, boxes: np.ndarray, kps: np.ndarray) -> np.ndarray
 
 def second_look(find_batch: Callable[[list[np.ndarray]], list], img: np.ndarray, boxes: np.ndarray,
                 sizes_px: Sequence[float] = SECOND_LOOK_PX) -> np.ndarray:
-    """Mask of ``boxes`` the detector finds again around themselves with the face at every size of ``sizes_px``.
+    """Mask of ``boxes`` the detector finds again around themselves with the face at one of ``sizes_px``.
 
-    ``find_batch(images) -> [Candidates]``: the detector on several images of one shape.
+    The sizes are tried in turn, each only for the boxes not found yet. ``find_batch(images) ->
+    [Candidates]``: the detector on several images of one shape.
     """
-    keep = np.ones(len(boxes), bool)
+    found_again = np.zeros(len(boxes), bool)
     for target in sizes_px:
-        alive = np.flatnonzero(keep)
-        if not alive.size:
+        left = np.flatnonzero(~found_again)
+        if not left.size:
             break
         side = int(round(2 * SECOND_LOOK_CONTEXT * target))
         crops, transforms = [], []
-        for i in alive:
+        for i in left:
             x1, y1, x2, y2 = (float(v) for v in boxes[i])
             scale = target / max(x2 - x1, y2 - y1, 1e-6)
             dx, dy = side / 2 - scale * (x1 + x2) / 2, side / 2 - scale * (y1 + y2) / 2
@@ -102,13 +103,12 @@ def second_look(find_batch: Callable[[list[np.ndarray]], list], img: np.ndarray,
             crops.append(cv2.warpAffine(img, matrix, (side, side), flags=cv2.INTER_LINEAR,
                                         borderMode=cv2.BORDER_CONSTANT, borderValue=PAD_BGR))
             transforms.append((scale, dx, dy))
-        for i, found, (scale, dx, dy) in zip(alive, find_batch(crops), transforms):
+        for i, found, (scale, dx, dy) in zip(left, find_batch(crops), transforms):
             if not len(found.scores):
-                keep[i] = False
                 continue
             back = found.boxes.copy()
             back[:, [0, 2]] = (back[:, [0, 2]] - dx) / scale
             back[:, [1, 3]] = (back[:, [1, 3]] - dy) / scale
             overlap = box_iou(np.asarray(boxes[i], np.float32), back) >= SECOND_LOOK_IOU
-            keep[i] = bool((overlap & (found.scores >= SECOND_LOOK_SCORE)).any())
-    return keep
+            found_again[i] = bool((overlap & (found.scores >= SECOND_LOOK_SCORE)).any())
+    return found_again
