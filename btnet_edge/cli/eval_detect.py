@@ -44,7 +44,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="face sizes pasted, long side in px (default 8,10,12,14,16,20,24,28,40,64; with "
                              "--clip: one per person, cycling, default 10,12,14,16,20,24,28,30)")
     source.add_argument("--save", type=Path,
-                        help="also write the generated frames and their WIDER-format annotations into this new folder")
+                        help="also write the generated frames and their WIDER-format annotations into this new folder "
+                             "(with --clip: the clip as this new .avi file, 30 frames/s, for bench --frames)")
     p.add_argument("--iou", type=float, default=0.5, help="IoU for a hit (default 0.5, as WIDER FACE)")
     p.add_argument("--json", type=Path, help="write the report as JSON here ('-' for stdout)")
     p.add_argument("--plot", type=Path, help="write a PNG of recall and precision per size bucket")
@@ -182,6 +183,8 @@ def _run_clip(args: argparse.Namespace) -> int:
         raise ConfigError(f"--clip-frames should be at least 10 and --people at least 1, found {args.clip_frames} "
                           f"and {args.people}")
     size = _parse_size(args.frame_size)
+    if args.save is not None and (args.save.exists() or args.save.suffix.lower() != ".avi"):
+        raise ConfigError(f"--save {args.save}: with --clip name a new .avi file (nothing is overwritten)")
     background = background_frame(_read(args.background), size)
     faces = collect_source_faces(args.clip)
     if not faces:
@@ -202,6 +205,8 @@ def _run_clip(args: argparse.Namespace) -> int:
             else:
                 runs[mode] = stream_mode(detector, stream=mode == "stream")
         frames = stream_clip(background, walkers, args.clip_frames, ignore, seed=args.seed)
+        if args.save is not None:
+            frames = _saved_clip(frames, args.save, size)
         result = evaluate_stream(frames, runs, {k: w.size_px for k, w in enumerate(walkers)}, total=args.clip_frames,
                                  iou_threshold=args.iou, progress=not args.quiet)
         schedule = StreamDetector(detector).describe(size[1], size[0])
@@ -219,3 +224,20 @@ def _run_clip(args: argparse.Namespace) -> int:
     print(f"stream schedule: {schedule}")
     write_json(result, args.json)
     return 0
+
+
+def _saved_clip(frames, target: Path, size: tuple[int, int], fps: float = 30.0):
+    """The frames, also written to ``target`` (MJPG .avi, under a temporary name renamed at the end)."""
+    import cv2
+
+    staging = target.with_name(target.stem + ".partial.avi")
+    writer = cv2.VideoWriter(str(staging), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    if not writer.isOpened():
+        raise ConfigError(f"cannot write {staging}: OpenCV has no MJPG writer here")
+    try:
+        for frame in frames:
+            writer.write(frame.image)
+            yield frame
+    finally:
+        writer.release()
+    staging.rename(target)
