@@ -61,12 +61,16 @@ def test_fixture_scenes_give_exactly_their_faces(detector) -> None:
 def test_landmark_layout_and_contrast_rules() -> None:
     box = np.array([[0, 0, 20, 20]], np.float32)
     face = np.array([[[6, 8], [14, 8], [10, 12], [7, 16], [13, 16]]], np.float32)
-    upside_down = face.copy()
-    upside_down[..., 1] = 20 - upside_down[..., 1]
+    tilted = face.copy()  # the same face, head rolled 40 degrees: still a face
+    turn = np.radians(40)
+    rotation = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]], np.float32)
+    tilted[0] = (face[0] - 10) @ rotation.T + 10
+    nose_low = face.copy()
+    nose_low[0, 2] = (10, 19)  # the nose below the mouth
     one_point = np.repeat(face[:, 2:3], 5, axis=1)
     far = face + np.float32(30)
-    assert plausible_landmarks(np.repeat(box, 4, 0), np.concatenate([face, upside_down, one_point, far])).tolist() == [
-        True, False, False, False]
+    layouts = np.concatenate([face, tilted, nose_low, one_point, far])
+    assert plausible_landmarks(np.repeat(box, 5, 0), layouts).tolist() == [True, True, False, False, False]
     rng = np.random.default_rng(0)
     flat = np.full((40, 40, 3), 180, np.uint8)
     featured = flat.copy()

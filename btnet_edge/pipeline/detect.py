@@ -164,7 +164,7 @@ class FaceDetector(ABC):
             index = index[keep[index]]
         index = index[found.scores[index] < SURE_SCORE]
         if self.plan.second_look and index.size:
-            keep[index] = second_look(self._candidates_batch, img, found.boxes[index])
+            keep[index] = second_look(self._candidates_batch, img, found.boxes[index], found.kps[index])
         self.pass_seconds["verify"] += time.perf_counter() - start
         return found.take(keep)
 

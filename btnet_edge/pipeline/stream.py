@@ -78,6 +78,7 @@ class StreamDetector:
         self._tile_px = 0
         self._budget_px = 0.0
         self._credit = 0.0
+        self._motion_turn = True
         self._grey: np.ndarray | None = None
         self.cycle_frames = 1  # frames to cover the whole frame with the enlarged pass, no track windows
         self.max_wait_frames = 1  # the same when track windows take their largest share of the budget
@@ -157,16 +158,19 @@ class StreamDetector:
         return True
 
     def _choose(self) -> list[_Tile]:
-        """Tiles for this frame: overdue ones first (oldest first), then where things moved, then the oldest."""
+        """Tiles for this frame: overdue ones (oldest first) and moving ones (most motion first) in turn, else the oldest."""
         chosen = []
         while self._credit > 0 and len(chosen) < len(self._tiles):
             rest = [t for t in self._tiles if t not in chosen]
             overdue = [t for t in rest if self.frames - t.last >= self.max_wait_frames]
-            if overdue:
-                tile = min(overdue, key=lambda t: t.last)
+            moving = [t for t in rest if t.motion >= MOTION_SHARE] if self.motion else []
+            if overdue and (not moving or not self._motion_turn):
+                tile = min(overdue, key=lambda t: t.last)  # overdue and moving tiles take turns
+            elif moving:
+                tile = max(moving, key=lambda t: t.motion)
             else:
-                moving = [t for t in rest if t.motion >= MOTION_SHARE] if self.motion else []
-                tile = max(moving, key=lambda t: t.motion) if moving else min(rest, key=lambda t: t.last)
+                tile = min(rest, key=lambda t: t.last)
+            self._motion_turn = not self._motion_turn if overdue and moving else self._motion_turn
             chosen.append(tile)
             self._credit -= tile.pixels
         return chosen
