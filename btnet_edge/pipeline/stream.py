@@ -6,7 +6,9 @@ every frame, and need not: consecutive frames are nearly the same picture. Per f
 
 - the **coarse pass** on the whole frame, as on stills;
 - a **window** of the enlarged pass around each live track's predicted box, so a small face
-  once found stays found (windows of one size run as one batch);
+  once found stays found, and around each small blob of changed pixels (frame differencing,
+  OpenCV) outside the tracks, so a face walking in is looked at the next frame (windows of one
+  size run as one batch);
 - a **share of the enlarged pass's tiles**, as many as ``plan.stream_budget`` allows (enlarged
   pixels per frame, in coarse passes; the windows count against it), so the whole frame is
   covered every :attr:`StreamDetector.cycle_frames` frames. Tiles where the picture changed
@@ -40,7 +42,10 @@ WINDOW_MIN_PX = 128  # ... and at least this many pass px; sides are rounded up 
 MOTION_SCALE = 0.5  # motion is measured on the frame at this scale, in grey (a 10 px face is still 5 px there)
 MOTION_LEVEL = 12  # grey levels of change that count as motion (sensor noise of a few levels does not)
 MOTION_SHARE = 0.0005  # a tile whose pixels changed by this share since its last visit is looked at first
-MIN_TILE_SHARE = 0.5  # windows may take at most half the budget; the tiles keep the rest
+MOVER_MIN_PX = 4  # changed pixels (at MOTION_SCALE) a blob needs to get a window of its own ...
+MOVER_WINDOW = 2.0  # a moving blob's window spans this many blob sizes (the blob holds the motion already)
+MAX_MOVERS = 4  # ... and at most this many such windows per frame, the largest blobs first
+MIN_TILE_SHARE = 0.25  # windows (tracks, then movers) may take at most 3/4 of the budget; the tiles keep the rest
 
 
 @dataclass
@@ -80,6 +85,7 @@ class StreamDetector:
         self._credit = 0.0
         self._motion_turn = True
         self._grey: np.ndarray | None = None
+        self._moved: np.ndarray | None = None
         self.cycle_frames = 1  # frames to cover the whole frame with the enlarged pass, no track windows
         self.max_wait_frames = 1  # the same when track windows take their largest share of the budget
 
@@ -102,7 +108,14 @@ class StreamDetector:
         start = time.perf_counter()
         windows = [b for b in (np.asarray(b, np.float32) for b in around) if _side(b) < enlarged_step.max_face_px]
         self._update_motion(img, windows)
-        parts, spent = self._run_windows(img, windows, enlarged_step)
+        room = (1 - MIN_TILE_SHARE) * self._budget_px - sum(_window_cost(b, enlarged_step.scale) for b in windows)
+        movers = []
+        for box in self._movers(enlarged_step.max_face_px):  # within what the track windows leave of their share
+            room -= _window_cost(box, enlarged_step.scale)
+            if room < 0:
+                break
+            movers.append(box)
+        parts, spent = self._run_windows(img, windows + movers, enlarged_step)
         self._credit += self._budget_px - min(spent, (1 - MIN_TILE_SHARE) * self._budget_px)
         chosen = self._choose()
         parts.extend(self._run_tiles(img, chosen, enlarged_step))
@@ -175,6 +188,29 @@ class StreamDetector:
             self._credit -= tile.pixels
         return chosen
 
+    def _movers(self, max_face_px: float) -> list[np.ndarray]:
+        """Boxes (frame px) around small things that moved since the last frame outside tracked faces, most first.
+
+        A person walking in shows as a blob of changed pixels: a window of the enlarged pass goes
+        there at once, before its tile's turn. Blobs larger than the enlarged pass's largest face
+        (a body, a car) are left to the tiles, which take moving ones first.
+        """
+        moved = getattr(self, "_moved", None)
+        if moved is None or not moved.any():
+            return []
+        grown = cv2.dilate(moved, np.ones((3, 3), np.uint8))
+        count, _, stats, _ = cv2.connectedComponentsWithStats(grown, connectivity=8)
+        boxes = []
+        for x, y, w, h, area in stats[1:]:
+            side = max(w, h) / MOTION_SCALE
+            if area < MOVER_MIN_PX or side > max_face_px:
+                continue
+            cx, cy = (x + w / 2) / MOTION_SCALE, (y + h / 2) / MOTION_SCALE
+            half = max(side, 8.0) * MOVER_WINDOW / WINDOW_FACES / 2  # its window spans MOVER_WINDOW blob sizes
+            boxes.append((area, np.array([cx - half, cy - half, cx + half, cy + half], np.float32)))
+        boxes.sort(key=lambda item: -item[0])
+        return [box for _, box in boxes[:MAX_MOVERS]]
+
     def _update_motion(self, img: np.ndarray, tracked: list[np.ndarray]) -> None:
         """Add to each tile the share of its pixels that changed since the last frame, outside tracked faces."""
         if not self.motion:
@@ -189,6 +225,7 @@ class StreamDetector:
                 x0, y0 = int(max(cx - grow, 0) * MOTION_SCALE), int(max(cy - grow, 0) * MOTION_SCALE)
                 x1, y1 = int(math.ceil((cx + grow) * MOTION_SCALE)), int(math.ceil((cy + grow) * MOTION_SCALE))
                 moved[y0:y1, x0:x1] = 0
+            self._moved = moved
             total = cv2.integral(moved)
             for tile in self._tiles:
                 x0, y0, x1, y1 = tile.frame_box
@@ -221,7 +258,7 @@ class StreamDetector:
         pass_h, pass_w = round(img.shape[0] * step.scale), round(img.shape[1] * step.scale)
         by_side: dict[int, list[tuple[int, int]]] = {}
         for box in boxes:
-            side = max(WINDOW_MIN_PX, int(math.ceil(WINDOW_FACES * _side(box) * step.scale / 32.0)) * 32)
+            side = _window_side(box, step.scale)
             cx, cy = (box[0] + box[2]) / 2 * step.scale, (box[1] + box[3]) / 2 * step.scale
             x0 = int(round(min(max(cx - side / 2, 0), max(pass_w - side, 0))))
             y0 = int(round(min(max(cy - side / 2, 0), max(pass_h - side, 0))))
@@ -237,6 +274,15 @@ class StreamDetector:
                 self.stats["windows"] += 1
         self.stats["pass_px"] += sum(side * side * len(corners) for side, corners in by_side.items())
         return parts, spent
+
+
+def _window_side(box: np.ndarray, scale: float) -> int:
+    """Side (pass px) of the enlarged-pass window around ``box``: WINDOW_FACES face sizes, a multiple of 32."""
+    return max(WINDOW_MIN_PX, int(math.ceil(WINDOW_FACES * _side(box) * scale / 32.0)) * 32)
+
+
+def _window_cost(box: np.ndarray, scale: float) -> float:
+    return WINDOW_COST * _window_side(box, scale) ** 2
 
 
 def _side(box: np.ndarray) -> float:
