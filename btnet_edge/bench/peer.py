@@ -9,10 +9,10 @@ ratio compares detection plans, not recognizers.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
-from typing import Sequence
+from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -21,10 +21,12 @@ log = logging.getLogger(__name__)
 PEER_DET_SIZE = (640, 640)
 
 
-def bench_peer(args: argparse.Namespace, inputs: Sequence[str], repeats: int, max_frames: int | None,
-               progress: bool = True) -> list[dict] | None:
-    """Frame entries (as bench_frames') for insightface's detector + our recognizer, or None when it cannot run."""
-    detector_file = getattr(args, "peer_detector", None)
+def bench_peer(open_recognizer: Callable, detector_file: str | Path | None, inputs: Sequence[str], repeats: int,
+               max_frames: int | None) -> list[dict] | None:
+    """Frame entries (as bench_frames') for insightface's detector + our recognizer, or None when it cannot run.
+
+    ``open_recognizer()``: a new Recognizer with the benchmark's settings (its detector is not used).
+    """
     if detector_file is None:
         return None
     try:
@@ -38,12 +40,11 @@ def bench_peer(args: argparse.Namespace, inputs: Sequence[str], repeats: int, ma
     from ..pipeline.recognizer import StageTimes
     from ..pipeline.sources import expand_inputs, iter_frames
     from .frames import stage_report
-    from ..cli.options import recognizer_from_args
 
     model = get_model(str(detector_file))
     model.prepare(ctx_id=-1, input_size=PEER_DET_SIZE, det_thresh=0.5)
     entries = []
-    with recognizer_from_args(args) as recognizer:
+    with open_recognizer() as recognizer:
         for source in expand_inputs(inputs):
             first = next(iter_frames([source], max_frames=1), None)
             if first is None:

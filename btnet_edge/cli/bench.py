@@ -115,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
                 with recognizer_from_args(coarse_args) as coarse:
                     compared["coarse_only"] = bench_frames(coarse, args.frames, repeats=plan.repeats,
                                                            max_frames=args.max_frames, progress=not args.quiet)
-            peer = bench_peer(args, args.frames, plan.repeats, args.max_frames, progress=not args.quiet)
+            peer = bench_peer(lambda: recognizer_from_args(args), args.peer_detector, args.frames, plan.repeats,
+                              args.max_frames)
             if peer is not None:
                 compared["insightface"] = peer
             add_ratios(staged, compared)
