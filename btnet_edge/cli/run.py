@@ -2,7 +2,8 @@
 
 Video and camera frames go through a Tracker (pipeline/track.py) with the stream detection
 schedule (pipeline/stream.py): faces get track ids and the track's identity, and a face is
-reported once its track has two detections; the summary says how long a new face may wait. With no ``--json`` file a short summary is printed instead of the results.
+reported once its track has two detections; the summary says how long a new face may wait.
+With no ``--json`` file a short summary is printed instead of the results.
 Work survives bad inputs: every readable input is processed, each unreadable one is
 reported (stderr and the JSON's ``errors``) and the exit status is non-zero at the
 end; on Ctrl-C or a failure the results so far are still written.

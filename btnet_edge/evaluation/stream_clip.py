@@ -95,7 +95,8 @@ def stream_clip(background: np.ndarray, walkers: Sequence[Walker], frames: int, 
             if np.isnan(x):
                 continue
             side = walker.size_px * (1 + 2 * BEHIND_MARGIN)
-            near = np.array([x - walker.size_px * BEHIND_MARGIN, y - walker.size_px * BEHIND_MARGIN, x + side, y + side])
+            margin = walker.size_px * BEHIND_MARGIN
+            near = np.array([x - margin, y - margin, x + side, y + side])
             if len(ignore) and (box_iou(near.astype(np.float32), ignore) > 0).any():
                 continue  # a far (small) face passes behind a near one: hidden, not present
             box = paste_face(image, walker.face, walker.size_px, float(x), float(y))

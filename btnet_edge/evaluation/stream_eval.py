@@ -124,7 +124,8 @@ def format_stream_table(report: dict) -> str:
         "  first-seen med/p90  false/frame  ms/frame  x coarse"
     lines.append(head)
     for name, m in report["modes"].items():
-        recall = " ".join(f"{'-' if r['recall'] is None else format(r['recall'], '.3f'):>8}" for r in m["recall"].values())
+        recall = " ".join(f"{'-' if r['recall'] is None else format(r['recall'], '.3f'):>8}"
+                          for r in m["recall"].values())
         wait = m["frames_to_first_detection"]
         w = "-" if wait["median"] is None else f"{wait['median']:.0f}/{wait['p90']:.0f}"
         lines.append(f"{name:>12} {recall}  {w:>18}  {m['false_boxes_per_frame']:>11.3f}  {m['ms_per_frame']:>8.1f}"

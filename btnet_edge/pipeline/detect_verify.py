@@ -1,19 +1,20 @@
 """No false faces: boxes that only the enlarged pass found must earn their place.
 
 Enlarging a frame 2-4x makes textures face-like (a tie's pattern, a bowl, fingers, a
-pine cone: docs/detection.md, "False faces"). A box the coarse pass also saw needs no
+pine cone: docs/detection.md, "No false faces"). A box the coarse pass also saw needs no
 more evidence; one seen only enlarged gets two checks, cheapest first:
 
-- **face cues** (free): landmark geometry (the five points lie in or near the box, the eyes
-  above the nose and the nose above the mouth, the eyes apart by a share of the box width)
-  and contrast (eyes, brows and mouth make a face's grey levels spread at least
+- **face cues** (free): landmark geometry (the five points lie in or near the box, the nose
+  between the eyes and the mouth along the face's axis, at any roll of the head, the eyes
+  apart by a share of the box width) and contrast (eyes, brows and mouth make a face's grey levels spread at least
   ``MIN_CONTRAST`` of their mean; a blurred picture on a wall or a smooth surface does not).
 - **second look**, for boxes scoring under ``SURE_SCORE``: the box's neighbourhood
   (``SECOND_LOOK_CONTEXT`` face sizes around it) cut out and shown to the detector with the
   face at 40 px (1.6x the enlarged pass's 25 px), then at 56 px for the boxes not found at 40;
   the crop turned so the eyes lie level; the box stays only if the detector finds a face
-  (score >= ``SECOND_LOOK_SCORE``) at the crop's centre, at about that size, at one of them. A real face enlarged further stays a face; a texture that
-  looked like one at 25 px seldom does at 40 or 56 px. Crops of one size go in one detector call.
+  (score >= ``SECOND_LOOK_SCORE``) at the crop's centre, at about that size, at one of them.
+  A real face enlarged further stays a face; a texture that looked like one at 25 px seldom
+  does at 40 or 56 px. Crops of one size go in one detector call.
 
 Measured on the fixture scenes and on photos downscaled so their faces are 11-18 px:
 docs/detection.md.
@@ -25,8 +26,6 @@ from typing import Callable, Sequence
 
 import cv2
 import numpy as np
-
-from .detectors._nms import box_iou
 
 SECOND_LOOK_PX = (40.0, 56.0)  # face sides (crop px) of the looks; the second only for boxes the first missed
 SECOND_LOOK_SCORE = 0.7  # real 11-18 px faces score >= 0.8 there, the textures seen <= 0.5 (docs/detection.md)

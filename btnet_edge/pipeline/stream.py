@@ -171,7 +171,7 @@ class StreamDetector:
         return True
 
     def _choose(self) -> list[_Tile]:
-        """Tiles for this frame: overdue ones (oldest first) and moving ones (most motion first) in turn, else the oldest."""
+        """Tiles for this frame: overdue (oldest first) and moving ones (most motion first) in turn, else the oldest."""
         chosen = []
         while self._credit > 0 and len(chosen) < len(self._tiles):
             rest = [t for t in self._tiles if t not in chosen]
