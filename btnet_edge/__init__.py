@@ -48,21 +48,21 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'btnet_edge' has no attribute {name!r}")
 
 __all__ = [
-    "__version__",
-    "DetectPlan",
-    "Face",
-    "FaceAnalysis",
-    "Gallery",
-    "Recognizer",
     "BackendError",
     "BtnetError",
     "CheckpointError",
     "ConfigError",
+    "DetectPlan",
     "EngineMismatchError",
+    "Face",
+    "FaceAnalysis",
+    "Gallery",
     "GalleryError",
     "InputImageError",
     "ManifestError",
     "MissingDependencyError",
     "NotComputedError",
     "PackageError",
+    "Recognizer",
+    "__version__",
 ]

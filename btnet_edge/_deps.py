@@ -39,7 +39,8 @@ def require(name: str, extra: str | None = None) -> ModuleType:
     except ImportError as exc:
         root = name.split(".")[0]
         hint = _HINTS.get(root) or (f'pip install "btnet-edge[{extra}]"' if extra else f"pip install {root}")
-        raise MissingDependencyError(f"{name} is needed here but cannot be imported ({exc}). Install it: {hint}") from None
+        raise MissingDependencyError(f"{name} is needed here but cannot be imported ({exc}). "
+                                     f"Install it: {hint}") from None
 
 
 def available(name: str) -> bool:

@@ -16,9 +16,9 @@ import secrets
 import shutil
 import stat
 import tempfile
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from .errors import OutputError
 
@@ -38,10 +38,8 @@ def _temp_beside(path: Path, suffix: str = "") -> Path:
     a file being replaced keeps its own mode.
     """
     mode = _FILE_MODE
-    try:
+    with suppress(OSError):
         mode = stat.S_IMODE(path.stat().st_mode)
-    except OSError:
-        pass
     for _ in range(100):
         candidate = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp{suffix}"
         try:
@@ -167,11 +165,10 @@ def atomic_write_bytes(path: str | Path, data: bytes, what: str = "output") -> P
     """
     if is_stream(path):
         return _write_stream(path, data, what)
-    with atomic_path(path, what) as temp:
-        with open(temp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+    with atomic_path(path, what) as temp, open(temp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
     return Path(path)
 
 

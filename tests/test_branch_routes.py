@@ -117,10 +117,10 @@ def test_eval_pairs_default_rows_equal_upsample_for_an_untrained_package(mfn_pac
                  "--folds", "2", "--json", str(out), "--quiet"]) == 0
     rows = {(r["res_a"], r["res_b"], r["method"]): r for r in json.loads(out.read_text())["rows"]}
     for pair in ((112, 14), (14, 14)):
-        assert rows[pair + ("default",)]["route"] == "upsample"
-        assert rows[pair + ("default",)]["auc"] == rows[pair + ("upsample",)]["auc"]
-        assert rows[pair + ("default",)]["same_face_cosine"] == rows[pair + ("upsample",)]["same_face_cosine"]
-        assert rows[pair + ("branch",)]["same_face_cosine"] != rows[pair + ("upsample",)]["same_face_cosine"]
+        assert rows[(*pair, "default")]["route"] == "upsample"
+        assert rows[(*pair, "default")]["auc"] == rows[(*pair, "upsample")]["auc"]
+        assert rows[(*pair, "default")]["same_face_cosine"] == rows[(*pair, "upsample")]["same_face_cosine"]
+        assert rows[(*pair, "branch")]["same_face_cosine"] != rows[(*pair, "upsample")]["same_face_cosine"]
     # The same package with its 14 px branch recorded as trained: default rows now follow the branch.
     trained = tmp_path / "trained"
     shutil.copytree(mfn_package, trained)
@@ -133,8 +133,8 @@ def test_eval_pairs_default_rows_equal_upsample_for_an_untrained_package(mfn_pac
                  "--folds", "2", "--json", str(out), "--quiet"]) == 0
     rows = {(r["res_a"], r["res_b"], r["method"]): r for r in json.loads(out.read_text())["rows"]}
     for pair in ((112, 14), (14, 14)):
-        assert rows[pair + ("default",)]["route"] == "branch"
-        assert rows[pair + ("default",)]["same_face_cosine"] == rows[pair + ("branch",)]["same_face_cosine"]
+        assert rows[(*pair, "default")]["route"] == "branch"
+        assert rows[(*pair, "default")]["same_face_cosine"] == rows[(*pair, "branch")]["same_face_cosine"]
 
 
 @needs_fixtures(MFN_PT)

@@ -45,12 +45,12 @@ def command_names() -> list[str]:
 
 def _value(action: argparse.Action) -> str:
     if action.choices:
-        return str(list(action.choices)[0])
+        return str(next(iter(action.choices)))
     for text in CANDIDATES:
         try:
             if action.type is None or action.type(text) is not None:
                 return text
-        except Exception:  # noqa: BLE001 - any refusal by the type: try the next candidate
+        except Exception:
             continue
     raise AssertionError(f"no candidate value fits {action.option_strings or action.dest}")
 
@@ -121,7 +121,7 @@ def test_every_subcommand_has_positionals_to_move_or_says_why():
 
 
 def test_the_readme_enroll_line_parses():
-    args = PARSER.parse_args("enroll packages/mfn --gallery people.db --name obama photos/obama/".split())
+    args = PARSER.parse_args(["enroll", "packages/mfn", "--gallery", "people.db", "--name", "obama", "photos/obama/"])
     assert (str(args.package), str(args.gallery), args.name, args.images) == (
         "packages/mfn", "people.db", "obama", ["photos/obama/"])
 
@@ -144,7 +144,8 @@ def test_unknown_option_is_refused_by_the_subcommand(capsys):
 
 
 @pytest.mark.parametrize("words", [["-v", "info", "p"], ["info", "p", "-v"], ["info", "--verbose", "p"],
-                                   ["keys", "new", "cam", "--file", "k.json", "-v"], ["-v", "keys", "list", "--file", "k"]])
+                                   ["keys", "new", "cam", "--file", "k.json", "-v"],
+                                   ["-v", "keys", "list", "--file", "k"]])
 def test_verbose_before_or_after_the_subcommand(words):
     assert PARSER.parse_args(words).verbose is True
     assert PARSER.parse_args(["info", "p"]).verbose is False

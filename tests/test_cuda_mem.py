@@ -6,8 +6,8 @@ import types
 
 import pytest
 
-from btnet_edge.trt_runtime.device_memory import CudaPythonMemory, driver_cuda_version, driver_problem
 from btnet_edge.errors import BackendError, NoGpuError
+from btnet_edge.trt_runtime.device_memory import CudaPythonMemory, driver_cuda_version, driver_problem
 
 runtime = pytest.importorskip("cuda.bindings.runtime", reason="cuda-python is not installed (dev extra)")
 

@@ -320,14 +320,14 @@ def test_check_bgr_image_returns_contiguous_uint8() -> None:
 
 def test_read_image_missing_file_names_the_path(tmp_path: Path) -> None:
     missing = tmp_path / "nope.jpg"
-    with pytest.raises(InputImageError, match="nope.jpg"):
+    with pytest.raises(InputImageError, match=r"nope\.jpg"):
         read_image(missing)
 
 
 def test_read_image_rejects_a_text_file_named_jpg(tmp_path: Path) -> None:
     fake = tmp_path / "photo.jpg"
     fake.write_text("this is not a JPEG\n")
-    with pytest.raises(InputImageError, match="photo.jpg"):
+    with pytest.raises(InputImageError, match=r"photo\.jpg"):
         read_image(fake)
 
 

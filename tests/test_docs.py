@@ -27,12 +27,10 @@ docs/docs-test.md.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -44,7 +42,15 @@ import pytest
 
 from tests.conftest import FIXTURES
 from tests.docs_blocks import (
-    NEEDS, OUTPUT_DESTS, ROOT, all_blocks, check_block, commands, extras, inventory, markdown,
+    NEEDS,
+    OUTPUT_DESTS,
+    ROOT,
+    all_blocks,
+    check_block,
+    commands,
+    extras,
+    inventory,
+    markdown,
 )
 
 LONG = os.environ.get("BTNET_DOCS_LONG") == "1"
@@ -55,21 +61,21 @@ SCENES = FIXTURES / "images" / "scenes"
 pytestmark = pytest.mark.skipif(not PEOPLE.is_dir(), reason=f"fixtures absent: {PEOPLE} (set BTNET_FIXTURES)")
 
 
-def _mfn_export(session: "DocsSession", out: Path) -> None:
+def _mfn_export(session: DocsSession, out: Path) -> None:
     session.cli("export", "--arch", "mobilefacenet", "--trunk", str(FIXTURES / "models" / "mobilefacenet.pt"),
                 "--out", str(out), "--fused")  # the README's line: the shim keeps it for that line too
 
 
-def _r50_export(session: "DocsSession", out: Path) -> None:
+def _r50_export(session: DocsSession, out: Path) -> None:
     session.cli("export", "--arch", "r50", "--out", str(out), "--force")  # the README's main job
 
 
-def _people_db(session: "DocsSession", out: Path) -> None:
+def _people_db(session: DocsSession, out: Path) -> None:
     session.cli("enroll", str(session.get("packages/mfn")), "--gallery", str(out), "--people", str(PEOPLE),
                 "--quiet")
 
 
-def _clip(session: "DocsSession", out: Path) -> None:
+def _clip(session: DocsSession, out: Path) -> None:
     """16 frames (8 fps) panning across two fixture photos: faces to detect, track and name."""
     writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), 8, (640, 360))
     for name in ("two_people.jpg", "obama_and_biden.jpg"):
@@ -86,7 +92,7 @@ def _clip(session: "DocsSession", out: Path) -> None:
     writer.release()
 
 
-def _frames(session: "DocsSession", out: Path) -> None:
+def _frames(session: DocsSession, out: Path) -> None:
     out.mkdir()
     for name in ("t1.jpg", "obama_and_biden.jpg"):
         (out / name).symlink_to(SCENES / name)
@@ -96,7 +102,7 @@ def _split_people(which: int):
     """gallery/ (the first photo of three people) or probes/ (their other photos, mated, and every photo of the
     others, unmated), for eval-ident's open-set figures."""
 
-    def build(session: "DocsSession", out: Path) -> None:
+    def build(session: DocsSession, out: Path) -> None:
         people = sorted(p for p in PEOPLE.iterdir() if p.is_dir())
         for rank, person in enumerate(people):
             photos = sorted(person.iterdir())

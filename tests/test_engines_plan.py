@@ -12,13 +12,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from btnet_edge.errors import ConfigError
 from btnet_edge.trt_build.features import BUILDER_FLAG_FP16, STRONGLY_TYPED_FP16, simulated_features
+from btnet_edge.trt_build.targets import builtin_targets, load_target, target_from_dict
 from btnet_edge.trt_runtime.cache_key import (
-    EngineKey, RuntimeEnv, key_differences, key_for, load_sidecar, parse_l4t_release, read_existing_keys, save_key,
+    EngineKey,
+    RuntimeEnv,
+    key_differences,
+    key_for,
+    load_sidecar,
+    parse_l4t_release,
+    read_existing_keys,
+    save_key,
     stale_engines,
 )
-from btnet_edge.trt_build.targets import builtin_targets, load_target, target_from_dict
-from btnet_edge.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "build_engines.py"
@@ -287,13 +294,13 @@ def test_sidecar_roundtrip(plans, tmp_path):
 
 
 def test_mismatch_error_names_both_sides(plans, tmp_path):
-    from btnet_edge.trt_runtime.cache_key import require_match
     from btnet_edge.errors import EngineMismatchError
+    from btnet_edge.trt_runtime.cache_key import require_match
 
     entry = plans["10.3"]["engines"][0]
     built = key_for(entry, ORIN)
     here = key_for(entry, RuntimeEnv("10.3.0", "NVIDIA GeForce RTX 4090", "8.9", 128, None))
-    with pytest.raises(EngineMismatchError, match="Orin.*RTX 4090"):
+    with pytest.raises(EngineMismatchError, match=r"Orin.*RTX 4090"):
         require_match(tmp_path / "branch_28.engine", here, built)
 
 

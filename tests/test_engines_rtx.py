@@ -69,8 +69,8 @@ def test_second_build_rebuilds_nothing(rtx_build, tiny_package):
 
 def test_segments_and_fp32_build(tiny_package, tmp_path):
     """The fallback trunk form in FP32 through build_all."""
-    from btnet_edge.trt_build.features import features_of
     from btnet_edge.trt_build.builder import build_all
+    from btnet_edge.trt_build.features import features_of
     from btnet_edge.trt_build.plan import plan_engines
 
     target = replace(load_target("desktop-rtx"), trunk_form="segments", precision="fp32")
@@ -86,8 +86,8 @@ def test_segments_and_fp32_build(tiny_package, tmp_path):
 
 def test_turing_builds_with_an_fp16_head(tiny_package, tmp_path):
     """RTX 20xx: TensorRT for RTX compiles no FP32 GEMM for SM 7.5 (found by building here), so the head is FP16."""
-    from btnet_edge.trt_build.features import features_of
     from btnet_edge.trt_build.builder import build_all
+    from btnet_edge.trt_build.features import features_of
     from btnet_edge.trt_build.plan import plan_engines
 
     target = replace(load_target("desktop-rtx"), compute_capabilities=("7.5",))
@@ -108,8 +108,8 @@ def test_real_mobilefacenet_package_builds(mfn_package, tmp_path):
 
 
 def test_rtx_target_rejects_tensorrt_only_fields():
-    from btnet_edge.trt_build.targets import target_from_dict
     from btnet_edge.errors import ConfigError
+    from btnet_edge.trt_build.targets import target_from_dict
 
     base = {"name": "t", "workspace_mb": 64, "batch": {"default": {"min": 1, "opt": 1, "max": 2}}}
     with pytest.raises(ConfigError, match="dla_core"):
@@ -124,8 +124,8 @@ def test_rtx_target_rejects_tensorrt_only_fields():
 
 def test_parsed_io_is_what_the_runtime_binds(rtx_build, tiny_package, tmp_path):
     """The builder checks the parsed network's I/O names and types against the plan before building."""
-    from btnet_edge.trt_build.builder import build_engine
     from btnet_edge.errors import BackendError
+    from btnet_edge.trt_build.builder import build_engine
 
     out, _ = rtx_build
     manifest = json.loads((out / "engines.json").read_text())

@@ -10,9 +10,9 @@ import pytest
 
 from btnet_edge.cli.main import main
 from btnet_edge.errors import ConfigError, InputImageError
+from btnet_edge.gallery import Gallery
 from btnet_edge.gallery.enrollment import pick_face, subject_candidates
 from btnet_edge.pipeline.face import Face
-from btnet_edge.gallery import Gallery
 
 from .conftest import FIXTURES, needs_fixtures
 

@@ -79,7 +79,8 @@ def test_branch_then_trunk_equals_fused_graph(tiny_package):
     with OrtBackend(tiny_package / "branch_14.onnx") as branch, OrtBackend(tiny_package / "trunk.onnx") as trunk, \
             OrtBackend(tiny_package / "fused_14.onnx") as fused:
         feature = branch.infer({"image_14": x})["implant_14"]
-        feeds = {"image_112": np.zeros((0, 3, 112, 112), np.float32), "implant_28": np.zeros((0, 16, 28, 28), np.float32),
+        feeds = {"image_112": np.zeros((0, 3, 112, 112), np.float32),
+                 "implant_28": np.zeros((0, 16, 28, 28), np.float32),
                  "implant_14": feature, "implant_7": np.zeros((0, 64, 7, 7), np.float32)}
         shared = trunk.infer(feeds)["embedding"]
         single = fused.infer({"image_14": x})["embedding"]

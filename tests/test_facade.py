@@ -13,8 +13,10 @@ from .conftest import FIXTURES, needs_fixtures
 
 T1 = FIXTURES / "images" / "scenes" / "t1.jpg"
 
+EMBEDDING = np.arange(4, dtype=np.float32) + 1
 
-def _face(embedding=np.arange(4, dtype=np.float32) + 1) -> Face:
+
+def _face(embedding=EMBEDDING) -> Face:
     return Face(bbox=np.array([1, 2, 30, 40], np.float32), kps=np.zeros((5, 2), np.float32), det_score=0.9,
                 face_size=38.0, resolution=28, embedding=embedding)
 
@@ -39,7 +41,7 @@ def test_attributes_we_do_not_compute_say_so(name):
             read()
     assert not hasattr(face, name)  # an AttributeError, never a silent None
     with pytest.raises(AttributeError) as info:
-        face.embeding  # a typo is a plain AttributeError
+        _ = face.embeding  # a typo is a plain AttributeError
     assert not isinstance(info.value, NotComputedError)
 
 
@@ -47,7 +49,7 @@ def test_modules_we_do_not_run_are_refused(tiny_package):
     with pytest.raises(ConfigError, match=r"allowed_modules \['genderage'\]"):
         FaceAnalysis(str(tiny_package), allowed_modules=["detection", "recognition", "genderage"])
     app = FaceAnalysis(tiny_package.name, root=tiny_package.parent)
-    with pytest.raises(ConfigError, match="call app.prepare"):
+    with pytest.raises(ConfigError, match=r"call app\.prepare"):
         app.get(np.zeros((64, 64, 3), np.uint8))
     with pytest.raises(ConfigError, match="det_size"):
         app.prepare(ctx_id=-1, det_size=(640,))

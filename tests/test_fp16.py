@@ -8,7 +8,6 @@ and on the ONNX reference evaluator, which really computes in float16.
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,12 @@ onnx = pytest.importorskip("onnx", reason="the FP16 conversion rewrites ONNX gra
 
 from btnet_edge.backends.ort import OrtBackend  # noqa: E402
 from btnet_edge.trt_build.check import (  # noqa: E402
-    compare, cosine_rows, face_inputs, ort_reference, plan_embedder, random_inputs,
+    compare,
+    cosine_rows,
+    face_inputs,
+    ort_reference,
+    plan_embedder,
+    random_inputs,
 )
 from btnet_edge.trt_build.fp16 import FLOAT, FLOAT16, convert_to_fp16  # noqa: E402
 
@@ -157,10 +161,10 @@ def test_detector_fp16(tmp_path):
 
 def test_check_logic_on_cpu(mfn_package, inputs, tmp_path):
     """btnet-edge check's comparison, with the strongly typed plan's FP16 ONNX standing in for engines."""
+    from btnet_edge.package.loader import load_package
     from btnet_edge.trt_build.features import simulated_features
     from btnet_edge.trt_build.plan import plan_engines
     from btnet_edge.trt_build.targets import load_target
-    from btnet_edge.package.loader import load_package
 
     package = load_package(mfn_package)
     target = load_target("jetson-orin-fp16")
@@ -169,8 +173,8 @@ def test_check_logic_on_cpu(mfn_package, inputs, tmp_path):
     from btnet_edge.trt_runtime.engine_folder import engine_folder_from_json
 
     folder = engine_folder_from_json(json.loads(json.dumps(plan)))
-    candidate, opened = plan_embedder(package.manifest, folder, lambda entry: OrtBackend(entry.onnx))
-    manifest, sets = inputs
+    candidate, _opened = plan_embedder(package.manifest, folder, lambda entry: OrtBackend(entry.onnx))
+    _manifest, sets = inputs
     rows = []
     for source, per_resolution in sets.items():
         rows += compare(reference, candidate, per_resolution, source)

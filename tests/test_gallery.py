@@ -139,7 +139,7 @@ def test_size_and_model_mismatch(tmp_path: Path) -> None:
     Gallery(path, embedding_size=D, model_id="btnet_r50.survface:abc123").close()
     with pytest.raises(GalleryError, match="4-d embeddings, the model gives 512-d"):
         Gallery(path, embedding_size=512)
-    with pytest.raises(GalleryError, match="'btnet_r50.survface:abc123', not 'other:def'"):
+    with pytest.raises(GalleryError, match=r"'btnet_r50\.survface:abc123', not 'other:def'"):
         Gallery(path, model_id="other:def")
     with Gallery(path, embedding_size=D, model_id="btnet_r50.survface:abc123") as g:
         assert g.model_id == "btnet_r50.survface:abc123"
@@ -157,7 +157,7 @@ def test_garbage_file_is_rejected_and_left_unchanged(tmp_path: Path) -> None:
     path = tmp_path / "photo.jpg"
     garbage = b"\xff\xd8\xff\xe0 not a database " + bytes(range(256)) * 16
     path.write_bytes(garbage)
-    with pytest.raises(GalleryError, match="is not a btnet-edge gallery.*pass a new path or delete it"):
+    with pytest.raises(GalleryError, match=r"is not a btnet-edge gallery.*pass a new path or delete it"):
         Gallery(path, embedding_size=D)
     assert path.read_bytes() == garbage and sorted(p.name for p in tmp_path.iterdir()) == ["photo.jpg"]
 

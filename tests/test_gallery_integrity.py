@@ -115,7 +115,7 @@ def test_near_duplicate_names_are_one_identity(tmp_path: Path, caplog) -> None:
             g.enroll("zoë saldaña", unit(rng, 1))  # differs in case only: kept apart, but said
         assert "differ only in case" in caplog.text and len(g) == 2
         for bad in ("", " \t", "a\x00b", None):
-            with pytest.raises(GalleryError, match="non-empty str|control characters"):
+            with pytest.raises(GalleryError, match=r"non-empty str|control characters"):
                 g.enroll(bad, unit(rng, 1))  # type: ignore[arg-type]
 
 
@@ -171,7 +171,7 @@ def test_a_gallery_on_a_read_only_folder_is_still_read(people: Path, tmpfs: Path
         assert len(g) == 8
     assert main(["gallery", str(target)]) == 0
     assert len(json.loads(capsys.readouterr().out)["identities"]) == 8
-    with pytest.raises(GalleryError, match="cannot open|read-only"):
+    with pytest.raises(GalleryError, match=r"cannot open|read-only"):
         Gallery(target, create=False).enroll("x", unit(np.random.default_rng(7), 1))
 
 
@@ -188,9 +188,8 @@ def test_a_full_disk_still_reads_and_an_enrollment_fails_cleanly(people: Path, t
                 f.flush()
         except OSError:
             pass
-    with Gallery(target, create=False) as writer:
-        with pytest.raises(GalleryError, match="full.*nothing was changed"):
-            writer.enroll("newcomer", unit(np.random.default_rng(9), 200))
+    with Gallery(target, create=False) as writer, pytest.raises(GalleryError, match=r"full.*nothing was changed"):
+        writer.enroll("newcomer", unit(np.random.default_rng(9), 200))
     assert "newcomer" not in server and len(server) == 8
     server.close()
     with Gallery(target, create=False, readonly=True) as g:  # opened afresh on the full disk: still read

@@ -100,7 +100,7 @@ def test_a_failing_row_rolls_back_the_whole_identity(gallery: Gallery, postgres_
     before = sql(postgres_url, f"SELECT id, identity_id FROM {SCHEMA}.embeddings ORDER BY id")
     vectors = np.stack([axis(0) + axis(3), axis(1) + axis(3), axis(2) + axis(3), axis(3)])
     for name in ("alice", "newcomer"):
-        with pytest.raises(GalleryError, match="refused by test trigger.*nothing was changed"):
+        with pytest.raises(GalleryError, match=r"refused by test trigger.*nothing was changed"):
             gallery.enroll(name, vectors, sources=["ok", "ok", "boom", "ok"])
     assert sql(postgres_url, f"SELECT id, identity_id FROM {SCHEMA}.embeddings ORDER BY id") == before
     assert "newcomer" not in gallery
@@ -202,7 +202,7 @@ def test_a_killed_server_keeps_every_committed_enrollment(gallery: Gallery, post
     proc = _park_writer(postgres_url)
     try:
         postgres_server.kill()  # SIGKILL: no shutdown checkpoint; recovery replays the WAL
-        with pytest.raises(GalleryError, match="cannot connect to PostgreSQL|unreachable"):
+        with pytest.raises(GalleryError, match=r"cannot connect to PostgreSQL|unreachable"):
             gallery.identify(axis(0))
         postgres_server.start()
     finally:

@@ -22,8 +22,8 @@ pytestmark = pytest.mark.gpu
 @pytest.fixture(scope="module")
 def memory():
     pytest.importorskip("cuda.bindings.runtime", reason="cuda-python is not installed")
-    from btnet_edge.trt_runtime.device_memory import CudaPythonMemory
     from btnet_edge.errors import NoGpuError
+    from btnet_edge.trt_runtime.device_memory import CudaPythonMemory
 
     cuda = CudaPythonMemory()
     try:
@@ -87,8 +87,8 @@ def test_cuda_mem_from_another_thread(memory):
 def test_torch_cuda_fp16_matches_onnx_runtime_fp32(torch_cuda, mfn_package):
     """The real MobileFaceNet package: mean cosine >= 0.999 per resolution, FP16 on the GPU vs FP32 on the CPU."""
     from btnet_edge.backends.torch_backend import TorchBackend
-    from btnet_edge.trt_build.check import compare, embedder, ort_reference, random_inputs
     from btnet_edge.package.loader import load_package
+    from btnet_edge.trt_build.check import compare, embedder, ort_reference, random_inputs
 
     package = load_package(mfn_package)
     manifest = package.manifest

@@ -74,7 +74,7 @@ def test_each_bad_field_is_named_in_one_line(manifest_json, case):
 def test_the_resolution_limit_can_be_raised(manifest_json, monkeypatch):
     data = copy.deepcopy(manifest_json)
     data["trunk"]["entry_resolutions"][1] = 2000
-    with pytest.raises(ManifestError, match="over the limit of 1024 px.*BTNET_MAX_RESOLUTION"):
+    with pytest.raises(ManifestError, match=r"over the limit of 1024 px.*BTNET_MAX_RESOLUTION"):
         manifest_from_json(data)
     monkeypatch.setenv("BTNET_MAX_RESOLUTION", "4096")
     with pytest.raises(ManifestError, match="branch 28 px has no trunk input"):  # past the limit, the next check

@@ -131,7 +131,8 @@ def test_cli_package_from_onnx_matches_the_source_and_keeps_one_copy(tiny, tmp_p
     assert manifest.name == "test_btnet.folded"
     assert set(manifest.files) == {"trunk.onnx", "branch_28.onnx", "branch_14.onnx", "branch_7.onnx", "batchnorm.npz"}
     assert manifest.extra["import_report"]["trunk"]["format"] == "onnx"
-    assert "declared by architecture test_btnet" in manifest.extra["import_report"]["trunk"]["preprocess"]["mean_std_from"]
+    preprocess = manifest.extra["import_report"]["trunk"]["preprocess"]
+    assert "declared by architecture test_btnet" in preprocess["mean_std_from"]
     pixels = np.random.default_rng(1).uniform(0, 255, (4, 3, 112, 112)).astype(np.float32)
     normalized = (pixels - 127.5) / 127.5
     with OrtBackend(folded) as source, OrtBackend(package.trunk_path) as trunk:

@@ -33,7 +33,7 @@ def test_a_tampered_graph_is_refused(package_copy, capsys):
 
 def test_a_missing_graph_is_refused(package_copy):
     (package_copy / "trunk.onnx").unlink()
-    with pytest.raises(PackageError, match="lacks trunk.onnx"):
+    with pytest.raises(PackageError, match=r"lacks trunk\.onnx"):
         load_package(package_copy)
 
 

@@ -26,7 +26,8 @@ def _same_network(a, b, atol: float) -> None:
 def test_weights_come_back_from_the_graphs_with_their_batchnorm(tiny_package, tiny_net):
     rebuilt = btnet_from_package(load_package(tiny_package))
     ours, theirs = tiny_net.state_dict(), rebuilt.state_dict()
-    for key in ours:  # folded BNs restored from batchnorm.npz, convs unfolded: the training state, not just the function
+    # folded BNs restored from batchnorm.npz, convs unfolded: the training state, not just the function
+    for key in ours:
         if not key.endswith("num_batches_tracked"):
             assert torch.allclose(ours[key], theirs[key], rtol=1e-5, atol=1e-6), key
     _same_network(tiny_net, rebuilt, atol=1e-5)
@@ -40,7 +41,8 @@ def test_batchnorm_file_holds_only_what_no_graph_holds(tiny_package):
     assert keys and all(k.rsplit(".", 1)[1] in ("weight", "bias", "running_mean", "running_var") for k in keys)
     assert not any(".conv" in k.rsplit(".", 2)[-2] or k.endswith("fc.weight") for k in keys)
     assert not (tiny_package / LEGACY_WEIGHTS).exists()
-    graphs = sum((tiny_package / n).stat().st_size for n in load_package(tiny_package).manifest.files if n.endswith(".onnx"))
+    graphs = sum((tiny_package / n).stat().st_size for n in load_package(tiny_package).manifest.files
+                 if n.endswith(".onnx"))
     assert (tiny_package / FOLDED_BATCHNORM).stat().st_size < 0.1 * graphs
     from btnet_edge.cli.info import package_summary
 

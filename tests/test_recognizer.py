@@ -11,8 +11,8 @@ import pytest
 
 from btnet_edge.cli.main import main
 from btnet_edge.errors import GalleryError, InputImageError
-from btnet_edge.pipeline.align import align_face
 from btnet_edge.gallery import Gallery
+from btnet_edge.pipeline.align import align_face
 from btnet_edge.pipeline.recognizer import Recognizer, main_face
 
 from .conftest import FIXTURES, needs_fixtures

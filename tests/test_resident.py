@@ -14,9 +14,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from btnet_edge.errors import BackendError
 from btnet_edge.trt_build.features import simulated_features
 from btnet_edge.trt_build.targets import load_target
-from btnet_edge.errors import BackendError
 
 pytest.importorskip("onnx", reason="planning writes the uint8-input graphs: needs onnx")
 
@@ -174,9 +174,9 @@ def test_detector_on_the_uint8_engine_graph_finds_the_same_faces(tmp_path):
     import cv2
 
     from btnet_edge.backends.ort import OrtBackend
+    from btnet_edge.pipeline.detectors.retinaface import RetinaFaceDetector
     from btnet_edge.trt_build.input_graph import write_uint8_input
     from btnet_edge.trt_build.plan import DETECTOR_MEAN_BGR, detector_onnx_bytes
-    from btnet_edge.pipeline.detectors.retinaface import RetinaFaceDetector
     from tests.conftest import FIXTURES
 
     scene = FIXTURES / "images" / "scenes" / "t1.jpg"
@@ -198,8 +198,8 @@ def test_recognizer_on_the_resident_runner(tiny_package, tmp_path):
     """The Recognizer hands uint8 crops to a resident runner and gets the embeddings the per-graph runner gives."""
     import cv2
 
-    from btnet_edge.trt_runtime.resident import open_resident
     from btnet_edge.pipeline.recognizer import Recognizer
+    from btnet_edge.trt_runtime.resident import open_resident
     from tests.conftest import FIXTURES
 
     scene = FIXTURES / "images" / "scenes" / "t1.jpg"
@@ -223,10 +223,10 @@ def test_detector_top_k_graph_finds_the_same_faces(tmp_path, scene):
     import cv2
 
     from btnet_edge.backends.ort import OrtBackend
+    from btnet_edge.pipeline.detectors.retinaface import RetinaFaceDetector
     from btnet_edge.trt_build.detector_graph import anchor_count, top_anchors
     from btnet_edge.trt_build.input_graph import save_if_changed, uint8_input
     from btnet_edge.trt_build.plan import DETECTOR_MEAN_BGR, detector_onnx_bytes
-    from btnet_edge.pipeline.detectors.retinaface import RetinaFaceDetector
     from tests.conftest import FIXTURES
 
     path = FIXTURES / "images" / scene
@@ -250,8 +250,8 @@ def test_detector_top_k_graph_finds_the_same_faces(tmp_path, scene):
 
 
 def test_top_k_must_fit_the_smallest_input():
-    from btnet_edge.trt_build.targets import target_from_dict
     from btnet_edge.errors import ConfigError
+    from btnet_edge.trt_build.targets import target_from_dict
 
     base = {"name": "t", "workspace_mb": 64, "batch": {"default": {"min": 1, "opt": 1, "max": 2}}}
     with pytest.raises(ConfigError, match="top_k"):

@@ -12,7 +12,12 @@ import pytest
 
 from btnet_edge.errors import OutputError
 from btnet_edge.safe_io import (
-    atomic_path, atomic_write_text, check_file_target, check_replaceable_folder, replace_folder, unique_path,
+    atomic_path,
+    atomic_write_text,
+    check_file_target,
+    check_replaceable_folder,
+    replace_folder,
+    unique_path,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,10 +34,9 @@ def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
 def test_a_failure_mid_write_keeps_the_old_file(tmp_path):
     target = tmp_path / "results.json"
     target.write_text("previous results")
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as temp:
-            temp.write_text("half")
-            raise RuntimeError("crash while writing")
+    with pytest.raises(RuntimeError), atomic_path(target) as temp:
+        temp.write_text("half")
+        raise RuntimeError("crash while writing")
     assert target.read_text() == "previous results"
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
 

@@ -144,7 +144,7 @@ def test_bad_requests_get_4xx_with_a_message(server, client):
         client.get_encoded(b"not a jpg")
     with pytest.raises(ServeError, match="HTTP 400: empty body"):
         client.get_encoded(b"")
-    with pytest.raises(ServeError, match="HTTP 413: .*over the limit of 1048576 bytes"):
+    with pytest.raises(ServeError, match=r"HTTP 413: .*over the limit of 1048576 bytes"):
         client.get_encoded(b"\xff" * int(1.5 * 1024 * 1024))
     for method, path, status in (("GET", "/v1/faces", 405), ("POST", "/v1/nothing", 404)):
         request = urllib.request.Request(server + path, data=b"x" if method == "POST" else None, method=method)

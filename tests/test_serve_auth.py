@@ -99,14 +99,16 @@ def _png(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + chunk(b"IEND", b""))
 
 
 def test_the_pixel_count_is_checked_from_the_header_before_decoding() -> None:
     from btnet_edge.serve.frontend import HttpError, decode_image
 
     for side in (15000, 30000):
-        with pytest.raises(HttpError, match=f"{side}x{side} px \\(declared by its header\\) is over the limit") as caught:
+        pattern = rf"{side}x{side} px \(declared by its header\) is over the limit"
+        with pytest.raises(HttpError, match=pattern) as caught:
             decode_image(_png(side, side), 16 << 20, 40e6)
         assert caught.value.status == 413
     small = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()

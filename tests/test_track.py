@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from btnet_edge.cli.main import main
-from btnet_edge.pipeline.face import Face
 from btnet_edge.gallery import Gallery
+from btnet_edge.pipeline.face import Face
 from btnet_edge.pipeline.track import Tracker
 
 from .conftest import FIXTURES, needs_fixtures
@@ -106,7 +106,7 @@ def test_two_people_keep_their_own_tracks_and_names(people):
 
 
 def test_a_track_whose_frames_disagree_is_not_forced_to_a_name(people):
-    gallery, vectors, rng = people
+    gallery, vectors, _rng = people
     tracker = Tracker(gallery=gallery)
     mixed = _unit(vectors["ann"] + vectors["bob"])
     for step in range(8):

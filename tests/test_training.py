@@ -59,10 +59,10 @@ def test_train_branches_resumes_and_writes_a_verified_package(tiny_package, tmp_
     checkpoints = tmp_path / "ckpt"
     common = ["train-branches", str(tiny_package), "--images", str(images), "--batch-size", "4", "--save-every", "2",
               "--checkpoints", str(checkpoints), "--quiet"]
-    assert main(common + ["--steps", "4", "--out", str(tmp_path / "first")]) == 0
+    assert main([*common, "--steps", "4", "--out", str(tmp_path / "first")]) == 0
     first = load_state(checkpoints / "last.npz", torch)
     assert first["step"] == 4 and len(first["history"]) == 4
-    assert main(common + ["--steps", "6", "--resume", "--out", str(tmp_path / "second")]) == 0
+    assert main([*common, "--steps", "6", "--resume", "--out", str(tmp_path / "second")]) == 0
     second = load_state(checkpoints / "last.npz", torch)
     assert second["step"] == 6 and len(second["history"]) == 6 and second["history"][:4] == first["history"]
 

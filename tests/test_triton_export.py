@@ -73,7 +73,7 @@ def test_ensemble_run_matches_the_package_runner(repo, tiny_package):
     rng = np.random.default_rng(0)
     counts = {112: 2, 28: 3, 14: 0, 7: 1}  # an empty entry point included
     groups = {r: rng.standard_normal((n, 3, r, r)).astype(np.float32) for r, n in counts.items()}
-    feeds = {("image_%d" % r): g for r, g in groups.items()}
+    feeds = {f"image_{r}": g for r, g in groups.items()}
     got = run_ensemble(repo, feeds)["embedding"]
     runner = PackageRunner(package, backend_factory(package)).load()
     try:

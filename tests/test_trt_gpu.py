@@ -54,8 +54,8 @@ def gpu():
     A driver that answers but is too old for the installed cuda-python (cudaErrorInsufficientDriver)
     fails here: skipping would hide a broken install.
     """
-    from btnet_edge.trt_runtime.cache_key import runtime_env
     from btnet_edge.errors import NoGpuError
+    from btnet_edge.trt_runtime.cache_key import runtime_env
 
     try:
         return runtime_env()
@@ -67,8 +67,8 @@ def gpu():
 def built(gpu, tiny_package, tmp_path_factory):
     """Engines of the tiny package for the installed TensorRT, with a small target to keep builds short."""
     from btnet_edge._deps import require
-    from btnet_edge.trt_build.features import features_of
     from btnet_edge.trt_build.builder import build_all
+    from btnet_edge.trt_build.features import features_of
     from btnet_edge.trt_build.plan import plan_engines
     from btnet_edge.trt_build.targets import load_target
 
@@ -121,7 +121,7 @@ def test_branch_engines_match_onnx_runtime(built, tiny_package):
     """uint8 crops in, normalisation inside the engine; FP16 accepted by cosine, never by elementwise tolerance."""
     from btnet_edge.trt_runtime.engine_backend import TrtBackend
 
-    plan, folder, _ = built
+    _plan, folder, _ = built
     for r in (28, 14, 7):
         crops = _crops(5, r)
         with TrtBackend(folder / f"branch_{r}.engine") as engine:
@@ -137,9 +137,9 @@ def test_branch_engines_match_onnx_runtime(built, tiny_package):
 def test_merged_trunk_runs_with_empty_inputs(built, tiny_package):
     """The min-0 profiles: does this TensorRT run a merged trunk whose inputs are partly empty (batch 0)?"""
     from btnet_edge.backends.ort import OrtBackend
-    from btnet_edge.trt_runtime.engine_backend import TrtBackend
     from btnet_edge.package.loader import load_package
     from btnet_edge.pipeline.preprocess import preprocess
+    from btnet_edge.trt_runtime.engine_backend import TrtBackend
 
     plan, folder, _ = built
     assert plan["trunk"]["form"] == "merged"
@@ -158,9 +158,9 @@ def test_merged_trunk_runs_with_empty_inputs(built, tiny_package):
 
 def test_resident_runner_on_tensorrt(built, tiny_package):
     """The device-resident path the Recognizer runs: one upload, one download, engines chained on the GPU."""
+    from btnet_edge.package.loader import load_package
     from btnet_edge.trt_build.check import compare, ort_reference, random_inputs, resident_embedder
     from btnet_edge.trt_runtime.resident import open_resident
-    from btnet_edge.package.loader import load_package
 
     _, folder, _ = built
     package = load_package(tiny_package)
@@ -208,11 +208,11 @@ def test_stale_key_rebuilds_when_onnx_is_at_hand(built, tmp_path):
 def test_strongly_typed_path(gpu, tiny_package, tmp_path):
     """The FP16 ONNX path of TensorRT 11, exercised wherever the STRONGLY_TYPED flag exists (10.x too)."""
     from btnet_edge._deps import require
-    from btnet_edge.trt_runtime.engine_backend import TrtBackend
-    from btnet_edge.trt_build.features import features_of
     from btnet_edge.trt_build.builder import build_all
+    from btnet_edge.trt_build.features import features_of
     from btnet_edge.trt_build.plan import plan_engines
     from btnet_edge.trt_build.targets import load_target
+    from btnet_edge.trt_runtime.engine_backend import TrtBackend
 
     features = features_of(require("tensorrt"))
     if not features.strongly_typed_flag:

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from btnet_edge.errors import GalleryError, ImageTooLargeError, PackageError
-from btnet_edge.package.manifest import model_id
 from btnet_edge.gallery import Gallery
+from btnet_edge.package.manifest import model_id
 from btnet_edge.pipeline.image import read_image
 from btnet_edge.pipeline.image_header import image_size
 from btnet_edge.pipeline.recognizer import Recognizer
@@ -30,7 +30,7 @@ def test_a_graph_swapped_after_construction_is_refused(tiny_package, tmp_path):
         reference = _embed_14(genuine)
     recognizer = Recognizer(package)  # hashes checked here; sessions are built later, on first use
     shutil.copyfile(package / "branch_7.onnx", package / "trunk.onnx")  # a valid graph, but not this one
-    with pytest.raises(PackageError, match="trunk.onnx does not match its sha256"):
+    with pytest.raises(PackageError, match=r"trunk\.onnx does not match its sha256"):
         _embed_14(recognizer)
     recognizer.close()
     shutil.copyfile(tiny_package / "trunk.onnx", package / "trunk.onnx")
@@ -80,7 +80,7 @@ def test_header_sizes_match_opencv(ext):
 def test_a_decompression_bomb_is_refused_before_decoding(tmp_path, monkeypatch):
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(_png_header(30000, 30000))  # would decode to 2.5 GiB
-    with pytest.raises(ImageTooLargeError, match="30000 x 30000 px.*BTNET_MAX_IMAGE_PIXELS"):
+    with pytest.raises(ImageTooLargeError, match=r"30000 x 30000 px.*BTNET_MAX_IMAGE_PIXELS"):
         read_image(bomb)
     photo = tmp_path / "photo.png"
     cv2.imwrite(str(photo), np.zeros((40, 50, 3), np.uint8))

@@ -30,10 +30,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
-from btnet_edge.cli.main import main  # noqa: E402
+from btnet_edge.cli.main import main
 
 # label -> what else the case must show: {"same_as": label} | {"says": text} | {"ok": True, "changes": [paths]}
 Expect = dict
@@ -59,9 +59,9 @@ def _tampered(package: Path, work: Path, name: str, change) -> Path:
 
 def make_world(package: Path, work: Path) -> dict[str, Path]:
     """User files the cases must not destroy, and broken inputs to try."""
+    from btnet_edge.gallery import Gallery
     from btnet_edge.package.loader import read_manifest
     from btnet_edge.package.manifest import model_id
-    from btnet_edge.gallery import Gallery
 
     photos = work / "photos"
     photos.mkdir(parents=True)
@@ -104,7 +104,7 @@ def make_world(package: Path, work: Path) -> dict[str, Path]:
 def _probe_files(work: Path) -> None:
     """The bad-input probe's files: a JPEG hiding its size behind a stray byte, a PAM named .jpg, a cut video,
     and the user's symlinks (one to a file elsewhere, one to /dev/null)."""
-    ok, data = cv2.imencode(".jpg", np.full((48, 64, 3), 90, np.uint8))
+    _ok, data = cv2.imencode(".jpg", np.full((48, 64, 3), 90, np.uint8))
     data = bytearray(data.tobytes())
     sof = data.index(b"\xff\xc0")
     data[sof + 5:sof + 9] = struct.pack(">HH", 15000, 15000)  # declares 225 MP
@@ -182,7 +182,8 @@ ORDER_CASES = [
      "bench-serve: images missing"),
     ("order: export-triton, options first", "export-triton --out {W}/thesis --force {PKG}",
      "export-triton: --force over a thesis"),
-    ("order: bench-cpp, options first", "bench-cpp --app {W}/nothere-app {PKG} {W}/photos", "bench-cpp: C++ app missing"),
+    ("order: bench-cpp, options first", "bench-cpp --app {W}/nothere-app {PKG} {W}/photos",
+     "bench-cpp: C++ app missing"),
     ("order: keys, options first", "keys revoke --file {W}/nothere.json camera-1", "keys: revoke from a missing file"),
     ("order: bench-shared-gallery, options first", "bench-shared-gallery --photo {W}/nothere.jpg {PKG}",
      "bench-shared-gallery: photo missing"),
@@ -376,7 +377,7 @@ def run_case(line: str) -> tuple[int, str]:
             code = main(shlex.split(line))
     except SystemExit as exc:  # argparse: usage and one error line, exit 2
         code = int(exc.code or 0)
-    except BaseException as exc:  # noqa: BLE001 - a traceback is exactly what is being counted
+    except BaseException as exc:
         return -1, f"Traceback: {type(exc).__name__}: {exc}"
     return code, err.getvalue()
 
@@ -450,14 +451,16 @@ def markdown(rows: list[dict]) -> str:
     totals = summary(rows)
     subcommands = len({shlex.split(r["command"])[0] for r in rows})
     out = ["| bad inputs tried | handled cleanly | files lost |", "|---|---|---|",
-           f"| {totals['tried']} (all {subcommands} subcommands) | {totals['handled_cleanly']} | {totals['files_lost']} |",
+           f"| {totals['tried']} (all {subcommands} subcommands) | {totals['handled_cleanly']} "
+           f"| {totals['files_lost']} |",
            "", "| kind | cases | handled as expected | files lost |", "|---|---|---|---|"]
     kinds = {"bad options and files": [r for r in rows if not r["case"].startswith(("order:", "probe:"))],
              "options in another order (same message as the case typed in order)":
                  [r for r in rows if r["case"].startswith("order:")],
              "the probe's findings (issue 20)": [r for r in rows if r["case"].startswith("probe:")]}
     for kind, group in kinds.items():
-        out.append(f"| {kind} | {len(group)} | {sum(r['clean'] for r in group)} | {sum(r['files_lost'] for r in group)} |")
+        out.append(f"| {kind} | {len(group)} | {sum(r['clean'] for r in group)} "
+                   f"| {sum(r['files_lost'] for r in group)} |")
     return "\n".join(out)
 
 

@@ -9,8 +9,9 @@ differs is declared, not hidden: see docs/insightface-migration.md.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -19,6 +20,9 @@ from ..errors import BackendError, ConfigError
 from ..package.loader import load_package
 from ..pipeline.face import Face
 from ..pipeline.face_access import NOT_COMPUTED
+
+if TYPE_CHECKING:
+    from ..pipeline.recognizer import Recognizer
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +74,7 @@ class FaceAnalysis:
         self.providers = list(providers) if providers is not None else None
         self.detector_spec, self.detector_kind = detector, detector_kind
         self.backend, self.gallery = backend, gallery
-        self.recognizer = None
+        self.recognizer: Recognizer | None = None
         self.det_size: tuple[int, int] | None = None
         self.models = {"detection": str(detector or "retinaface"), "recognition": self.package.manifest.name}
 
@@ -123,7 +127,7 @@ class FaceAnalysis:
             self.recognizer.close()
             self.recognizer = None
 
-    def __enter__(self) -> "FaceAnalysis":
+    def __enter__(self) -> FaceAnalysis:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -142,4 +146,4 @@ def keep_main_faces(faces: Sequence[Face], image_hw: tuple[int, int], max_num: i
     return list(np.argsort(area - 2.0 * offset)[::-1][:max_num])
 
 
-__all__ = ["FaceAnalysis", "NOT_COMPUTED", "keep_main_faces"]
+__all__ = ["NOT_COMPUTED", "FaceAnalysis", "keep_main_faces"]

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import TypeVar
 
 import numpy as np
 
 from ..errors import BackendError
 
 log = logging.getLogger(__name__)
+_B = TypeVar("_B", bound="Backend")  # load() and `with` give back the subclass itself
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ class Backend(ABC):
         self._loaded = False
         self.runs = 0  # graph executions so far: the Recognizer's batching is asserted with it
 
-    def load(self) -> "Backend":
+    def load(self: _B) -> _B:
         if not self._loaded:
             self._load()
             self._loaded = True
@@ -60,7 +62,7 @@ class Backend(ABC):
             self._close()
             self._loaded = False
 
-    def __enter__(self) -> "Backend":
+    def __enter__(self: _B) -> _B:
         return self.load()
 
     def __exit__(self, *exc: object) -> None:
@@ -82,5 +84,5 @@ class Backend(ABC):
     @abstractmethod
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
-    def _close(self) -> None:
+    def _close(self) -> None:  # noqa: B027 - an optional hook: most backends hold nothing to release
         """Release resources; the default has none."""

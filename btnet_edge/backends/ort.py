@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
@@ -14,7 +15,8 @@ from .base import Backend, TensorSpec
 
 log = logging.getLogger(__name__)
 
-_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64", "tensor(int32)": "int32"}
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
+              "tensor(int32)": "int32"}
 _ORT_TYPES["tensor(uint8)"] = "uint8"  # engines' graphs that take uint8 crops (engines/input_graph.py)
 
 
@@ -54,12 +56,12 @@ class OrtBackend(Backend):
         self._read_model = read_model
         self._read_file = read_file
         self._model_bytes = model_path if isinstance(model_path, bytes) else None
-        super().__init__("<in-memory model>" if self._model_bytes is not None else model_path)
+        super().__init__("<in-memory model>" if isinstance(model_path, bytes) else model_path)
         self.device = device
         self.threads = threads
         self._providers = list(providers) if providers else None
         self.spin = spin
-        self._session = None
+        self._session: Any = None  # an onnxruntime.InferenceSession once loaded (onnxruntime has no stubs)
 
     def _load(self) -> None:
         ort = require("onnxruntime")
@@ -97,7 +99,8 @@ class OrtBackend(Backend):
         if not names:
             return {}
         if self._read_file is None:
-            raise BackendError(f"{self.model_path}: the model keeps weights in external data ({', '.join(sorted(names))}) "
+            raise BackendError(f"{self.model_path}: the model keeps weights in external data "
+                               f"({', '.join(sorted(names))}) "
                                "and was given as bytes with no verified source for them; load it from a package")
         ort = require("onnxruntime")
         if not hasattr(ort.SessionOptions, "add_external_initializers_from_files_in_memory"):

@@ -5,8 +5,9 @@ CPU or CUDA; FP16 on CUDA (autocast off, weights and inputs in half, outputs bac
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -14,7 +15,7 @@ from .._deps import require
 from ..errors import BackendError
 from .base import Backend, TensorSpec
 
-_NETS: dict[tuple[str, str, bool], object] = {}  # one rebuilt BTNet per package/device/precision
+_NETS: dict[tuple[str, str, bool], Any] = {}  # one rebuilt BTNet per package/device/precision
 
 
 class TorchBackend(Backend):
@@ -25,14 +26,15 @@ class TorchBackend(Backend):
     def __init__(self, package, file: str, device: str = "cpu", fp16: bool = False, threads: int = 0) -> None:
         super().__init__(package.path(file))
         self.package, self.file, self.device, self.fp16, self.threads = package, file, device, fp16, threads
-        self._net = None
+        self._net: Any = None  # the rebuilt BTNet once loaded (a torch module; torch is not a runtime dependency)
 
     def _load(self) -> None:
         torch = require("torch", extra="export")
         from ..export.package_weights import btnet_from_package
 
         if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise BackendError("PyTorch has no CUDA device here; run on the CPU (--device cpu; device='cpu' in the API)")
+            raise BackendError("PyTorch has no CUDA device here; run on the CPU "
+                               "(--device cpu; device='cpu' in the API)")
         if self.fp16 and not self.device.startswith("cuda"):
             raise BackendError("FP16 with the PyTorch backend needs CUDA; on the CPU run in FP32 (fp16=False)")
         if self.threads:

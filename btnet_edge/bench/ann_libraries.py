@@ -43,7 +43,8 @@ def _timed(search, q: np.ndarray, exact: np.ndarray) -> dict[str, float]:
         t = time.perf_counter()
         found.append(search(i, probe))
         times.append(time.perf_counter() - t)
-    return {"query_ms_p50": 1000 * float(np.percentile(times, 50)), "query_ms_p99": 1000 * float(np.percentile(times, 99)),
+    return {"query_ms_p50": 1000 * float(np.percentile(times, 50)),
+            "query_ms_p99": 1000 * float(np.percentile(times, 99)),
             "recall_at_1": float(np.mean(np.array(found) == exact))}
 
 
@@ -70,7 +71,7 @@ def hnsw(x: np.ndarray, q: np.ndarray, exact: np.ndarray, threads: int = 2) -> l
         for ef in EF_VALUES:
             graph.expansion_search = ef
             out.append({"library": "usearch", "index": f"HNSW {dtype} conn16 exp128", "ef": ef, "build_s": build,
-                        **_timed(lambda i, p: int(graph.search(p, 1, threads=1).keys[0]), q, exact)})
+                        **_timed(lambda i, p, graph=graph: int(graph.search(p, 1, threads=1).keys[0]), q, exact)})
     return out
 
 

@@ -14,8 +14,8 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from tqdm.auto import tqdm
 
@@ -90,7 +90,8 @@ def bench_cpp_vs_python(package: str | Path, frames: Sequence[str | Path], app: 
         python_rounds, cpp_rounds = [], []
         for _ in tqdm(range(rounds), desc="bench-cpp", unit="round"):
             # A fresh Recognizer per round, as the app is a fresh process: both start from the same state.
-            with Recognizer(package, detector=create_detector(detector, threads=threads), threads=threads) as recognizer:
+            with Recognizer(package, detector=create_detector(detector, threads=threads),
+                            threads=threads) as recognizer:
                 python_rounds.append(_python_times(recognizer, frames, repeats))
             cpp_rounds.append(_cpp_times(app, package, frames, Path(detector), repeats, threads))
     python, cpp = _median_of_rounds(python_rounds), _median_of_rounds(cpp_rounds)

@@ -29,7 +29,7 @@ def cpu_info(cpuinfo: Path = CPUINFO) -> dict:
         lines = cpuinfo.read_text().splitlines()
     except OSError:
         lines = []
-    for line in lines + [""]:
+    for line in [*lines, ""]:
         key, _, value = (part.strip() for part in line.partition(":"))
         if key == "model name":
             model = value

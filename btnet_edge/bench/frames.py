@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Callable, Sequence
+from collections.abc import Sequence
+from typing import Callable
 
 import numpy as np
 
@@ -72,9 +73,9 @@ def bench_frames(recognizer: Recognizer, inputs: Sequence[str], repeats: int = 5
     ``max_frames``) once each, as `run` does: the stream schedule (``stream``; pipeline/stream.py,
     its detection time in the detect stage) and a Tracker, whose own time is reported apart.
     """
-    from ..pipeline.stream import video_tracker
-
     from tqdm.auto import tqdm
+
+    from ..pipeline.stream import video_tracker
 
     entries, overall, faces_all, passes_all, routes_all = [], StageTimes(), Counter(), Counter(), Counter()
     passes = recognizer.detector.pass_seconds

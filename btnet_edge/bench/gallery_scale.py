@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,8 @@ def _unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
     return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
-def fill_gallery(path: Path, embeddings: int, dim: int, per_identity: int, seed: int = 0, progress: bool = True) -> None:
+def fill_gallery(path: Path, embeddings: int, dim: int, per_identity: int, seed: int = 0,
+                 progress: bool = True) -> None:
     """Enroll ``embeddings`` random unit vectors, ``per_identity`` per name, through the public API."""
     from tqdm.auto import tqdm
 
@@ -92,7 +94,8 @@ def measure(path: Path, index: str, probes: np.ndarray, queries: int, dtype: str
     correct = sum(name == f"{TARGET_PREFIX}{i}" for i, name in enumerate(top1)) / len(probes)
     return {"index": info["kind"], "requested": index, "dtype": dtype, "embeddings": info["rows"],
             "dim": probes.shape[1], "memory_mb": info["memory_bytes"] / 2**20, "build_s": build_s,
-            "query_ms_p50": 1000.0 * float(np.percentile(times, 50)), "query_ms_p99": 1000.0 * float(np.percentile(times, 99)),
+            "query_ms_p50": 1000.0 * float(np.percentile(times, 50)),
+            "query_ms_p99": 1000.0 * float(np.percentile(times, 99)),
             "top1_is_target": correct, "reload_after_one_enrolment_ms": reload_ms, "rows_read_on_reload": rows_read,
             "top1": top1}
 

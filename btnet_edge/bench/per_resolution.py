@@ -16,8 +16,9 @@ The 112 px row is the trunk alone; its baseline is itself (speedup 1.0).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -49,7 +50,7 @@ class Row:
     speedup: float
 
     @classmethod
-    def from_stats(cls, resolution: int, batch: int, mode: str, stats: Stats, baseline: Stats) -> "Row":
+    def from_stats(cls, resolution: int, batch: int, mode: str, stats: Stats, baseline: Stats) -> Row:
         return cls(resolution, batch, mode, round(stats.p50_ms, 3), round(stats.p90_ms, 3), round(stats.p99_ms, 3),
                    round(batch / (stats.p50_ms / 1e3), 2), round(baseline.p50_ms, 3),
                    round(baseline.p50_ms / stats.p50_ms, 3))
@@ -160,7 +161,7 @@ def bench_resolutions(package: ModelPackage, make_backend: Callable[[str], Backe
             bar.set_postfix_str(f"{resolution} px x {batch}")
             done = bar.n
 
-            def tick() -> None:
+            def tick(done: int = done) -> None:
                 if bar.n - done >= plan.repeats:
                     bar.total += 1  # a round beyond the minimum: the median was not stable yet
                 bar.update()

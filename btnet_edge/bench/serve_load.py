@@ -12,8 +12,9 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -113,7 +114,8 @@ def run_load(get: Callable[[bytes], list[Face]], frames: Sequence[bytes], refere
 
 def latency_summary(latencies_s: Sequence[float], frames: int, wall_s: float) -> dict:
     ms = np.asarray(latencies_s, float) * 1000.0
-    return {"frames": int(frames), "wall_s": round(wall_s, 3), "frames_per_s": round(frames / wall_s, 2) if wall_s else 0,
+    return {"frames": int(frames), "wall_s": round(wall_s, 3),
+            "frames_per_s": round(frames / wall_s, 2) if wall_s else 0,
             "p50_ms": round(float(np.percentile(ms, 50)), 2) if len(ms) else None,
             "p99_ms": round(float(np.percentile(ms, 99)), 2) if len(ms) else None}
 

@@ -1,4 +1,5 @@
-"""Two face servers on one PostgreSQL gallery: how soon one sees what the other enrolled, and a database crash under load.
+"""Two face servers on one PostgreSQL gallery: how soon one sees what the other enrolled, and a database crash under
+load.
 
 Everything runs on this machine: a throwaway PostgreSQL with pgvector (``pg_local``) and
 two ``btnet-edge serve`` processes (each its own Ray instance, as two nodes would be),
@@ -50,13 +51,13 @@ def call(url: str, method: str = "GET", body: bytes | None = None, key: str | No
         return 0, {"error": str(exc)}
 
 
-def start_server(package: Path, gallery: str, keys: Path, port: int, num_cpus: int, log: Path) -> tuple[subprocess.Popen, str]:
+def start_server(package: Path, gallery: str, keys: Path, port: int, num_cpus: int,
+                 log: Path) -> tuple[subprocess.Popen, str]:
     """``btnet-edge serve`` in a process of its own; returns it and its URL once it answers."""
-    out = open(log, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "btnet_edge", "serve", str(package), "--gallery", gallery,
-                             "--port", str(port), "--api-keys", str(keys), "--num-cpus", str(num_cpus)],
-                            stdout=subprocess.PIPE, stderr=out, text=True, env=os.environ.copy())
-    out.close()
+    with open(log, "w") as out:  # the child keeps its own descriptor
+        proc = subprocess.Popen([sys.executable, "-m", "btnet_edge", "serve", str(package), "--gallery", gallery,
+                                 "--port", str(port), "--api-keys", str(keys), "--num-cpus", str(num_cpus)],
+                                stdout=subprocess.PIPE, stderr=out, text=True, env=os.environ.copy())
     line = proc.stdout.readline()
     if not line.startswith("{"):
         proc.kill()
@@ -166,7 +167,8 @@ def format_report(report: dict[str, Any]) -> str:
     lines = ["auth:"]
     lines += [f"  {name:32s} HTTP {r['status']}  {r['error'] or ''}"[:150] for name, r in report["auth"].items()]
     p = report["propagation"]
-    lines.append(f"propagation: enrolled through A in {_ms(p['enroll_ms'])}; named by B after {_ms(p['seen_by_other_after_ms'])}"
+    lines.append(f"propagation: enrolled through A in {_ms(p['enroll_ms'])}; "
+                 f"named by B after {_ms(p['seen_by_other_after_ms'])}"
                  f" (first answer of B in {p['polls'].count(1)} of {p['rounds']} rounds)")
     o = report["outage"]
     lines.append(f"PostgreSQL killed at {o['killed_at_s']} s, back at {o['restarted_at_s']} s: identify answers "

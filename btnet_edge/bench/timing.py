@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable
 
 import numpy as np
 
@@ -55,7 +56,7 @@ class Stats:
     samples: int
 
     @classmethod
-    def from_seconds(cls, samples_s: list[float]) -> "Stats":
+    def from_seconds(cls, samples_s: list[float]) -> Stats:
         ms = np.asarray(samples_s, dtype=np.float64) * 1e3
         p50, p90, p99 = np.percentile(ms, [50, 90, 99])
         return cls(float(p50), float(p90), float(p99), len(ms))

@@ -68,6 +68,6 @@ def _libraries(args: argparse.Namespace) -> int:
     results = compare(args.hnsw_embeddings, args.embeddings, args.dim)
     print(format_table(results))
     if args.json is not None:
-        atomic_write_text(args.json, json.dumps({"results": results, "note": "random unit vectors; one machine shared "
-                                                 "with other jobs: compare rows of one run"}, indent=2) + "\n", "--json")
+        note = "random unit vectors; one machine shared with other jobs: compare rows of one run"
+        atomic_write_text(args.json, json.dumps({"results": results, "note": note}, indent=2) + "\n", "--json")
     return 0

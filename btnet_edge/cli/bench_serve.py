@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from .._deps import require
-from .options import gallery_target, parse_resolutions
+from .options import gallery_setting, gallery_target, parse_resolutions
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
             app.stop()
 
     document = {"package": str(args.package), "clients": args.clients, "frames_per_client": args.frames,
-                "unique_frames": len(frames), "scales": scales, "server": {"url": url} if args.url else config.to_dict(),
+                "unique_frames": len(frames), "scales": scales,
+                "server": {"url": url} if args.url else config.to_dict(),
                 "in_process": baseline, "killed": args.kill_replica, **rounds}
     print(_report(document))
     if args.json:
@@ -121,8 +122,8 @@ def run(args: argparse.Namespace) -> int:
 def _open_gallery(args: argparse.Namespace):
     if args.gallery is None:
         return None
-    from ..package.loader import read_manifest
     from ..gallery import Gallery
+    from ..package.loader import read_manifest
     from .options import gallery_model_id
 
     manifest = read_manifest(args.package)

@@ -39,8 +39,14 @@ def _free_port() -> int:
 
 def run(args: argparse.Namespace) -> int:
     from ..bench.pg_local import LocalPostgres
-    from ..bench.shared_gallery import (auth_round, format_report, outage_round, propagation_round, start_server,
-                                        stop_server)
+    from ..bench.shared_gallery import (
+        auth_round,
+        format_report,
+        outage_round,
+        propagation_round,
+        start_server,
+        stop_server,
+    )
     from ..gallery import Gallery
     from ..package.loader import read_manifest
     from ..package.manifest import model_id

@@ -42,9 +42,9 @@ def _out_dir(args: argparse.Namespace, package_name: str, target_name: str) -> P
 def _features(args: argparse.Namespace, runtime: str = "tensorrt") -> tuple[Any, bool]:
     """Features of the target's TensorRT module (``tensorrt`` or ``tensorrt_rtx``) and whether they are simulated."""
     from .._deps import available
+    from ..errors import ConfigError
     from ..trt_build.features import features_of, simulated_features
     from ..trt_runtime.compat import RTX_MODULE, trt_module
-    from ..errors import ConfigError
 
     if not args.dry_run:
         if args.trt_version:
@@ -80,11 +80,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, scratch: Path | None, kept: bool) -> int:
+    from ..errors import OutputError
+    from ..package.loader import read_manifest
+    from ..safe_io import check_file_target
     from ..trt_build.plan import plan_engines
     from ..trt_build.targets import load_target
-    from ..package.loader import read_manifest
-    from ..errors import OutputError
-    from ..safe_io import check_file_target
 
     if args.json not in (None, "-"):
         check_file_target(args.json, "--json")

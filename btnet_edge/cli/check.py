@@ -35,9 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from ..trt_build.builder import refresh_stale_engines
     from ..trt_build.check import close_all, compare, face_inputs, ort_reference, plan_embedder, random_inputs
     from ..trt_runtime.engine_backend import TrtBackend
-    from ..trt_runtime.engine_folder import read_engine_folder
-
-    from ..trt_runtime.engine_folder import ENGINES_MANIFEST
+    from ..trt_runtime.engine_folder import ENGINES_MANIFEST, read_engine_folder
 
     module = read_engine_folder(args.engines).tensorrt_module if (args.engines / ENGINES_MANIFEST).is_file() \
         else "tensorrt"

@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     if args.name is not None and not args.name.strip():
         raise ConfigError("--name is empty; give the person's name, e.g. --name \"Ada Lovelace\"")
     if isinstance(args.gallery, Path) and args.gallery.is_dir():
-        raise GalleryError(f"--gallery {args.gallery} is a folder; give a database file, e.g. {args.gallery / 'gallery.db'}")
+        raise GalleryError(f"--gallery {args.gallery} is a folder; give a database file, "
+                           f"e.g. {args.gallery / 'gallery.db'}")
     manifest = read_manifest(args.package)
     _check_existing(args.gallery, manifest)
     if args.people is not None and args.images:
@@ -68,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps({"people": [r.to_json() for r in results], "enrolled": len(results) - len(failed),
                       "failed": len(failed), "embeddings_added": sum(r.added for r in results)}, indent=2))
     if failed:
-        raise InputImageError(f"{len(failed)} of {len(results)} people not enrolled ({', '.join(r.name for r in failed)})"
+        raise InputImageError(f"{len(failed)} of {len(results)} people not enrolled "
+                              f"({', '.join(r.name for r in failed)})"
                               "; the others were. See the summary above, fix those photos and run again for them")
     return 0
 

@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
 
         require("matplotlib", extra="plot")
     pairs = read_pairs(args.pairs)
-    methods = {"both": ("branch", "upsample"), "all": ("branch", "upsample", "default")}.get(args.method, (args.method,))
+    methods = {"both": ("branch", "upsample"),
+               "all": ("branch", "upsample", "default")}.get(args.method, (args.method,))
     with recognizer_from_args(args) as recognizer:
         result = evaluate_pairs(recognizer, pairs, parse_resolutions(args.resolutions), methods, args.inputs,
                                 folds=args.folds, progress=not args.quiet)

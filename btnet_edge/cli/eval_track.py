@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         with recognizer_from_args(args) as recognizer:
             result = evaluate_tracking(recognizer, args.people, args.frames, args.seed,
-                                       {"use_embeddings": not args.no_embeddings, "keep_best": args.keep_best}, progress=not args.quiet,
+                                       {"use_embeddings": not args.no_embeddings, "keep_best": args.keep_best},
+                                       progress=not args.quiet,
                                        on_frame=None if writer is None else lambda frame, _faces: writer.write(
                                            frame.image))
             env = environment(recognizer, people=str(args.people), frames=args.frames, seed=args.seed,

@@ -21,13 +21,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                                           "--trunk the weights are a seeded random initialization (fine for latency).")
     p.add_argument("--arch", choices=ARCH_CHOICES, help="trunk architecture (read from the graph when --trunk is ONNX)")
     p.add_argument("--trunk", type=Path, help="trunk weights: insightface backbone.pth, the authors' 112 px model.pt, "
-                                              "MobileFaceNet's state dict, or an ONNX recogniser (IResNet, MobileFaceNet)")
+                                              "MobileFaceNet's state dict, or an ONNX recogniser "
+                                              "(IResNet, MobileFaceNet)")
     p.add_argument("--branch", type=parse_branch_file, action="append", default=[], metavar="R=FILE",
                    help="branch weights for R px in the authors' format (a full network); repeatable")
     p.add_argument("--resolutions", default="7,14,28", help="branch resolutions (default 7,14,28)")
     p.add_argument("--out", type=Path, required=True, help="package folder to write")
     p.add_argument("--name", help="package name (default ARCH.random or ARCH.custom)")
-    p.add_argument("--fused", action="store_true", help="also write fused_<r>.onnx (branch + trunk tail) per resolution")
+    p.add_argument("--fused", action="store_true",
+                   help="also write fused_<r>.onnx (branch + trunk tail) per resolution")
     p.add_argument("--no-parity", action="store_true", help="skip the ONNX Runtime vs PyTorch parity check")
     p.add_argument("--seed", type=int, default=0, help="seed of the random initialization (default 0)")
     p.add_argument("--color-order", choices=("RGB", "BGR"), help="override the architecture's input colour order")
@@ -58,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     branches = dict(args.branch)
     from_onnx = is_onnx_file(args.trunk)
     if not from_onnx and args.arch is None:
-        raise ConfigError("--arch is required unless --trunk is an ONNX file (whose architecture is read from the graph)")
+        raise ConfigError("--arch is required unless --trunk is an ONNX file "
+                          "(whose architecture is read from the graph)")
     options = ExportOptions(
         out=args.out, fused=args.fused, parity=not args.no_parity, seed=args.seed, name=args.name,
         color_order=args.color_order, mean=args.mean, std=args.std,

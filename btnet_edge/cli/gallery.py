@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(listing, indent=2, allow_nan=False))
     if damaged:
         who = sorted({names.get(d.identity_id, str(d.identity_id)) for d in damaged})
-        raise GalleryError(f"{len(damaged)} stored embedding(s) are damaged and left out of every search ({', '.join(who)}); "
+        raise GalleryError(f"{len(damaged)} stored embedding(s) are damaged and left out of every search "
+                           f"({', '.join(who)}); "
                            f"remove and re-enroll them: btnet-edge gallery {gallery.where} --remove NAME")
     return 0

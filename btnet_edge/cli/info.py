@@ -28,7 +28,8 @@ def package_summary(folder: Path, verify: bool = True) -> dict[str, Any]:
         "weights": manifest.weights,
         "embedding_size": manifest.embedding_size,
         "resolutions": manifest.resolutions,
-        "implants": {str(b.resolution): {"after": b.implant_after, "resume_at": b.resume_at, "shape": list(b.output.shape)}
+        "implants": {str(b.resolution): {"after": b.implant_after, "resume_at": b.resume_at,
+                                         "shape": list(b.output.shape)}
                      for b in manifest.branches},
         "preprocess": {"color_order": manifest.preprocess.color_order, "mean": list(manifest.preprocess.mean),
                        "std": list(manifest.preprocess.std), "flip_tta": manifest.preprocess.flip_tta},
@@ -62,8 +63,8 @@ def run(args: argparse.Namespace) -> int:
     for status in branch_statuses(read_manifest(args.package)):
         print(f"  branch {status.resolution:>3} px: {status.describe()}")
     sizes = summary["file_bytes"]
-    print(f"files: {sum(sizes.values()) / 1e6:.1f} MB (" + ", ".join(f"{n} {b / 1e6:.1f}" for n, b in sorted(sizes.items()))
-          + ")")
+    print(f"files: {sum(sizes.values()) / 1e6:.1f} MB ("
+          + ", ".join(f"{n} {b / 1e6:.1f}" for n, b in sorted(sizes.items())) + ")")
     d = summary["dispatch"]
     print(f"dispatch: {d['indicator']} + {d['rounding']}: {d['ranges']}")
     for name, figures in (summary["parity"] or {}).items():

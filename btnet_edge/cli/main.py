@@ -6,7 +6,7 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..errors import BtnetError
 
@@ -101,7 +101,8 @@ def _parser_and_nested(parser: argparse.ArgumentParser) -> list[argparse.Argumen
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = argparse.ArgumentParser(prog="btnet-edge", description="Multi-resolution face recognition (BTNet) for the edge.")
+    parser = argparse.ArgumentParser(prog="btnet-edge",
+                                     description="Multi-resolution face recognition (BTNet) for the edge.")
     parser.add_argument("--version", action="version", version=f"btnet-edge {__version__}")
     parser.add_argument(*VERBOSE_FLAGS, action="store_true", help=VERBOSE_HELP)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", action=IntermixedSubparsers,
@@ -118,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
     if not args.command:
         parser.print_help()
         return 2

@@ -99,18 +99,21 @@ def add_detector_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--detector-kind", choices=("retinaface", "scrfd", "yunet"),
                        help="family of --detector when its file name does not say")
     group.add_argument("--det-threshold", type=float, help="detection score threshold")
-    group.add_argument("--det-size", type=positive_int, help="long side of the coarse pass for large faces (px, default 640, "
-                                                    "as insightface's det_size)")
+    group.add_argument("--det-size", type=positive_int,
+                       help="long side of the coarse pass for large faces (px, default 640, as insightface's det_size)")
     group.add_argument("--min-face", type=non_negative_float, metavar="PX",
                        help="smallest face to look for (px, default 10); 0 skips the enlarged small-face pass, "
                             "which is most of the detection time (docs/detection.md)")
-    group.add_argument("--det-upscale", type=positive_float, help="factor of the enlarged pass (default: from --min-face)")
-    group.add_argument("--det-tile", type=non_negative_int, help="tile side of the enlarged pass (px, default 1920; 0: no tiles)")
-    group.add_argument("--max-side", type=positive_int, help="no detection pass on an image longer than this (px, default "
-                                                    "4800): bounds the cost on 4K frames")
+    group.add_argument("--det-upscale", type=positive_float,
+                       help="factor of the enlarged pass (default: from --min-face)")
+    group.add_argument("--det-tile", type=non_negative_int,
+                       help="tile side of the enlarged pass (px, default 1920; 0: no tiles)")
+    group.add_argument("--max-side", type=positive_int,
+                       help="no detection pass on an image longer than this (px, default 4800): bounds the cost on 4K "
+                            "frames")
     group.add_argument("--det-budget", type=positive_float, metavar="PASSES",
-                       help="video and camera frames: the enlarged pass's work per frame, in coarse passes (default 1.0: "
-                            "720p at <= 2.5x the --min-face 0 cost); its tiles are spread over frames to fit")
+                       help="video and camera frames: the enlarged pass's work per frame, in coarse passes (default "
+                            "1.0: 720p at <= 2.5x the --min-face 0 cost); its tiles are spread over frames to fit")
     group.add_argument("--no-second-look", action="store_true",
                        help="keep boxes only the enlarged pass found without looking again at larger sizes")
     group.add_argument("--no-face-cues", action="store_true",

@@ -16,8 +16,14 @@ import sys
 from pathlib import Path
 
 from ..errors import BtnetError, ConfigError, InputImageError
-from .options import (add_runtime_options, gallery_model_id, gallery_target, positive_int, recognizer_from_args,
-                      write_json)
+from .options import (
+    add_runtime_options,
+    gallery_model_id,
+    gallery_target,
+    positive_int,
+    recognizer_from_args,
+    write_json,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -47,8 +53,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from ..pipeline.draw import draw_faces
     from ..gallery import Gallery
+    from ..pipeline.draw import draw_faces
     from ..pipeline.sources import count_frames, expand_inputs, iter_frames
     from ..pipeline.stream import video_tracker
     from ..safe_io import check_file_target, refuse_inputs_as_target

@@ -11,8 +11,9 @@ import json
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO
 
 from ..errors import OutputError
 from ..pipeline.face import Face
@@ -33,7 +34,7 @@ class JsonLines:
         refuse_inputs_as_target(target, inputs, "--jsonl")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            self.stream = open(target, "w", encoding="utf-8")
+            self.stream = open(target, "w", encoding="utf-8")  # noqa: SIM115 - open as long as the writer; close()
         except OSError as exc:
             raise OutputError(f"cannot write --jsonl {target}: {exc.strerror or exc}; choose a writable file") from None
 

@@ -16,7 +16,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "that, on the face degraded to its resolution, it reproduces the trunk's feature map at the "
                     "implant point and the trunk's embedding (MSE + MSE, weights 1 and 1 as the authors). The trunk "
                     "is frozen entirely, BN statistics included. Writes a new package whose manifest records the run.")
-    p.add_argument("package", type=Path, help="source model package (trunk and branch weights are read from its ONNX files)")
+    p.add_argument("package", type=Path,
+                   help="source model package (trunk and branch weights are read from its ONNX files)")
     p.add_argument("--images", type=Path, required=True, action="append",
                    help="folder of photos (searched recursively); repeatable")
     p.add_argument("--out", type=Path, required=True, help="package folder to write")

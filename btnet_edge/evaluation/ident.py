@@ -12,9 +12,9 @@ table), plus rank-1 TPIR, which a small gallery needs to say anything.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np

@@ -14,10 +14,10 @@ import logging
 import os
 import platform
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np

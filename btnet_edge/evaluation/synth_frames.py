@@ -14,9 +14,9 @@ shrunk, never enlarged, so it carries the detail of a real small face.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import cv2
 import numpy as np

@@ -10,8 +10,8 @@ pasted with a soft edge (synth_frames.py). Deterministic for a given seed.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 

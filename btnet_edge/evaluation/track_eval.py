@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputImageError
+from ..gallery import Gallery
 from ..gallery.enrollment import collect_identity, people_folders, write_identity
 from ..pipeline.detectors._nms import box_iou
-from ..gallery import Gallery
 from ..pipeline.track import Tracker
 from .synth_frames import collect_source_faces
 from .track_clip import plan_walkers, walking_clip
@@ -84,7 +84,8 @@ def evaluate_tracking(recognizer, people_dir: str | Path, frames: int = 80, seed
     small_rows = {mode: {d: {"faces": c["faces"], "right": c["right"], "wrong": c["wrong"],
                              "right_share": round(c["right"] / c["faces"], 4) if c["faces"] else None}
                          for d, c in sorted(small[mode].items())} for mode in MODES}
-    return {"buckets": _rows(counts), "under_24px_by_direction": small_rows, "track_ids_per_person": {n: len(tracks[n]) for n in sorted(faces)},
+    return {"buckets": _rows(counts), "under_24px_by_direction": small_rows,
+            "track_ids_per_person": {n: len(tracks[n]) for n in sorted(faces)},
             "people": sorted(faces), "frames": frames, "seed": seed,
             "tracker_ms_per_frame": round(tracker.seconds * 1e3 / max(tracker.frames, 1), 3)}
 

@@ -11,8 +11,9 @@ Parity is measured against the original ONNX before anything is written.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -162,7 +163,8 @@ def btnet_from_onnx(path: str | Path, arch: str | None, resolutions: Sequence[in
         raise CheckpointError(f"{path.name}: the rebuilt {found} differs from the original ONNX (min cosine "
                               f"{parity['min_cosine']:.6f} < {SOURCE_PARITY_MIN_COSINE}); please report this graph")
     report = {
-        "trunk": {"file": path.name, "sha256": sha256_of(path), "format": "onnx", "architecture_from": "graph structure",
+        "trunk": {"file": path.name, "sha256": sha256_of(path), "format": "onnx",
+                  "architecture_from": "graph structure",
                   "folded_batchnorm": len(matched.folded), "preprocess": preprocess,
                   "parity_vs_source": parity},
     }

@@ -46,38 +46,43 @@ def _iresnet_template(net) -> list[Expected]:
         block, p = unit.module, unit.name + "."
         out += [Expected("block", unit=unit.name), Expected("bn", p + "bn1", block.bn1, unit.name),
                 Expected("conv", p + "conv1", block.conv1, unit.name), Expected("bn", p + "bn2", block.bn2, unit.name),
-                Expected("prelu", p + "prelu", block.prelu, unit.name), Expected("conv", p + "conv2", block.conv2, unit.name),
+                Expected("prelu", p + "prelu", block.prelu, unit.name),
+                Expected("conv", p + "conv2", block.conv2, unit.name),
                 Expected("bn", p + "bn3", block.bn3, unit.name), Expected("shortcut", unit=unit.name)]
         if block.downsample is not None:
             out += [Expected("conv", p + "downsample.0", block.downsample[0], unit.name),
                     Expected("bn", p + "downsample.1", block.downsample[1], unit.name)]
         out.append(Expected("add", unit=unit.name))
-    return out + [Expected("bn", "bn2", net.bn2, "head"), Expected("flatten", unit="head"),
-                  Expected("gemm", "fc", net.fc, "head"), Expected("bn", "features", net.features, "head")]
+    return [*out, Expected("bn", "bn2", net.bn2, "head"), Expected("flatten", unit="head"),
+            Expected("gemm", "fc", net.fc, "head"), Expected("bn", "features", net.features, "head")]
 
 
 def _conv_bn_act(prefix: str, seq, act: str, unit: str) -> list[Expected]:
-    return [Expected("conv", prefix + ".0", seq[0], unit), Expected("bn", prefix + ".1", seq[1], unit), Expected(act, unit=unit)]
+    return [Expected("conv", prefix + ".0", seq[0], unit), Expected("bn", prefix + ".1", seq[1], unit),
+            Expected(act, unit=unit)]
 
 
 def _mobilefacenet_template(net) -> list[Expected]:
     dw = net.dw_conv
-    out = _conv_bn_act("conv1", net.conv1, "relu6", "conv1") + [
-        Expected("conv", "dw_conv.depthwise", dw.depthwise, "dw_conv"), Expected("bn", "dw_conv.bn1", dw.bn1, "dw_conv"),
-        Expected("relu", unit="dw_conv"), Expected("conv", "dw_conv.pointwise", dw.pointwise, "dw_conv"),
-        Expected("bn", "dw_conv.bn2", dw.bn2, "dw_conv"), Expected("relu", unit="dw_conv")]
+    out = [*_conv_bn_act("conv1", net.conv1, "relu6", "conv1"),
+           Expected("conv", "dw_conv.depthwise", dw.depthwise, "dw_conv"),
+           Expected("bn", "dw_conv.bn1", dw.bn1, "dw_conv"),
+           Expected("relu", unit="dw_conv"), Expected("conv", "dw_conv.pointwise", dw.pointwise, "dw_conv"),
+           Expected("bn", "dw_conv.bn2", dw.bn2, "dw_conv"), Expected("relu", unit="dw_conv")]
     for unit in net.units[2:-1]:
         block, p = unit.module, unit.name + ".conv"
         layers = (_conv_bn_act(p + ".0", block.conv[0], "relu6", unit.name)
                   + _conv_bn_act(p + ".1", block.conv[1], "relu6", unit.name)
-                  + [Expected("conv", p + ".2", block.conv[2], unit.name), Expected("bn", p + ".3", block.conv[3], unit.name)])
+                  + [Expected("conv", p + ".2", block.conv[2], unit.name),
+                     Expected("bn", p + ".3", block.conv[3], unit.name)])
         if block.use_res_connect:
             layers = [Expected("block", unit=unit.name), *layers, Expected("shortcut", unit=unit.name),
                       Expected("add", unit=unit.name)]
         out += layers
     return out + _conv_bn_act("conv2", net.conv2, "relu6", "head") + [
-        Expected("conv", "gdconv.depthwise", net.gdconv.depthwise, "head"), Expected("bn", "gdconv.bn", net.gdconv.bn, "head"),
-        Expected("conv", "conv3", net.conv3, "head"), Expected("bn", "bn", net.bn, "head"), Expected("flatten", unit="head")]
+        Expected("conv", "gdconv.depthwise", net.gdconv.depthwise, "head"),
+        Expected("bn", "gdconv.bn", net.gdconv.bn, "head"), Expected("conv", "conv3", net.conv3, "head"),
+        Expected("bn", "bn", net.bn, "head"), Expected("flatten", unit="head")]
 
 
 def layer_template(net, family: str, stop_unit: str | None = None) -> list[Expected]:
@@ -116,7 +121,7 @@ class _Matcher:
             elif layer.kind != expected.kind:
                 raise self.fail(expected, f"{layer.kind} ({layer.describe()})")
             else:
-                getattr(self, f"load_{expected.kind}", lambda e, l: None)(expected, layer)
+                getattr(self, f"load_{expected.kind}", lambda _expected, _layer: None)(expected, layer)
                 self.pos += 1
             self.previous = expected
         rest = self.next_layer()
@@ -152,8 +157,10 @@ class _Matcher:
 
     def load_gemm(self, e: Expected, layer: Layer) -> None:
         node, g = layer.node, self.graph
-        if g.attribute(node, "transA", 0) or g.attribute(node, "alpha", 1.0) != 1.0 or g.attribute(node, "beta", 1.0) != 1.0:
-            raise CheckpointError(f"{g.path.name}: {layer.describe()} uses transA/alpha/beta; only y = x W^T + b is supported")
+        if (g.attribute(node, "transA", 0) or g.attribute(node, "alpha", 1.0) != 1.0
+                or g.attribute(node, "beta", 1.0) != 1.0):
+            raise CheckpointError(f"{g.path.name}: {layer.describe()} uses transA/alpha/beta; "
+                                  "only y = x W^T + b is supported")
         weight = g.constant(node.input[1], f"{e.key}.weight")
         self.put(e.key + ".weight", weight if g.attribute(node, "transB", 0) else weight.T, e.module.weight)
         bias = g.constant(node.input[2], f"{e.key}.bias") if len(node.input) > 2 and node.input[2] else None

@@ -10,27 +10,36 @@ import json
 import logging
 import math
 import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
 from .. import __version__
 from .._deps import require
-from ..errors import ConfigError, PackageError
+from ..errors import ConfigError
 from ..package.branch_status import RECORD_KEY, export_records
 from ..package.loader import sha256_of
 from ..package.manifest import (
-    MANIFEST_NAME, SCHEMA_VERSION, BranchInfo, DispatchPolicy, FusedInfo, Manifest, Preprocess, TensorInfo, TrunkInfo,
-    manifest_from_json, write_manifest,
+    MANIFEST_NAME,
+    SCHEMA_VERSION,
+    BranchInfo,
+    DispatchPolicy,
+    FusedInfo,
+    Manifest,
+    Preprocess,
+    TensorInfo,
+    TrunkInfo,
+    manifest_from_json,
+    write_manifest,
 )
 from ..pipeline.dispatch import dispatch_ranges
 from ..safe_io import check_replaceable_folder, replace_folder, staging_folder
 from .graphs import EMBEDDING_NAME, BranchGraph, FusedGraph, MergedTrunkGraph, image_input_name, implant_name
 from .onnx_io import OPSET, onnx_from_torch
-from .parity import measure_parity
 from .package_weights import FOLDED_BATCHNORM, btnet_from_graphs, save_folded_batchnorm, weight_difference
+from .parity import measure_parity
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +135,7 @@ def export_package(net, options: ExportOptions, weights: str, import_report: Map
         examples = [torch.zeros(1, 3, 112, 112)] + [torch.zeros(1, *b.output.shape) for b in branches]
         bar.set_postfix_str("trunk.onnx")
         onnx_from_torch(trunk_graph, examples, names, [EMBEDDING_NAME], staging / "trunk.onnx")
-        trunk_inputs = (TensorInfo(names[0], (3, 112, 112)),) + tuple(b.output for b in branches)
+        trunk_inputs = (TensorInfo(names[0], (3, 112, 112)), *(b.output for b in branches))
         trunk = TrunkInfo("trunk.onnx", trunk_inputs, (112, *net.resolutions),
                           TensorInfo(EMBEDDING_NAME, (config.embedding_size,)))
         if options.parity:
@@ -138,7 +147,8 @@ def export_package(net, options: ExportOptions, weights: str, import_report: Map
                 file = f"fused_{r}.onnx"
                 bar.set_postfix_str(file)
                 graph = FusedGraph(net, r)
-                onnx_from_torch(graph, [torch.zeros(1, 3, r, r)], [image_input_name(r)], [EMBEDDING_NAME], staging / file)
+                onnx_from_torch(graph, [torch.zeros(1, 3, r, r)], [image_input_name(r)], [EMBEDDING_NAME],
+                                staging / file)
                 fused.append(FusedInfo(r, file, TensorInfo(image_input_name(r), (3, r, r)),
                                        TensorInfo(EMBEDDING_NAME, (config.embedding_size,))))
                 if options.parity:

@@ -12,4 +12,4 @@
 from .gallery import Gallery, is_server_url
 from .records import DamagedRow, IdentityInfo, Match
 
-__all__ = ["Gallery", "IdentityInfo", "Match", "DamagedRow", "is_server_url"]
+__all__ = ["DamagedRow", "Gallery", "IdentityInfo", "Match", "is_server_url"]

@@ -13,9 +13,9 @@ is already enrolled under another name is reported: both are warnings, never sil
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -78,17 +78,21 @@ class EnrollResult:
 
 def collect_identity(recognizer, name: str, images: Sequence[str | Path], pick: str | None = None,
                      skip_bad: bool = False) -> EnrollResult:
-    """One embedding per photo of ``name``; raises on the first bad photo unless ``skip_bad``, or when none is usable."""
+    """One embedding per photo of ``name``; raises on the first bad photo unless ``skip_bad``, or when none is
+    usable."""
     result = EnrollResult(name)
     for path in map(str, images):
         try:
             face = pick_face(recognizer.get(read_image(path)), pick, source=path)
+            embedding = face.normed_embedding
+            if embedding is None:
+                raise InputImageError(f"{path}: the face found there has no embedding; use another photo")
         except InputImageError as exc:
             if not skip_bad:
                 raise InputImageError(f"{exc}; nothing was enrolled for {name!r}") from None
             result.skipped[path] = str(exc)
             continue
-        result.embeddings.append(face.normed_embedding)
+        result.embeddings.append(embedding)
         result.resolutions.append(face.resolution)
         result.used.append(path)
     if not result.embeddings:

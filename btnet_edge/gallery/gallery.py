@@ -11,15 +11,28 @@ rows are checked before they are searched; names are stored in one canonical for
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
 from ..errors import GalleryError
 from .index import Ranked
-from .records import (THRESHOLD_KEY, DamagedRow, IdentityInfo, Match, check_resolution, check_threshold, is_int,
-                      new_rows, normalise_name, per_row, row_problems, stored_thresholds, unit_rows)
+from .records import (
+    THRESHOLD_KEY,
+    DamagedRow,
+    IdentityInfo,
+    Match,
+    check_resolution,
+    check_threshold,
+    is_int,
+    new_rows,
+    normalise_name,
+    per_row,
+    row_problems,
+    stored_thresholds,
+    unit_rows,
+)
 from .storage import FORMAT_TAG, SCHEMA_VERSION, GalleryStore
 
 log = logging.getLogger(__name__)
@@ -115,7 +128,7 @@ class Gallery:
     def close(self) -> None:
         self._store.close()
 
-    def __enter__(self) -> "Gallery":
+    def __enter__(self) -> Gallery:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -105,8 +105,8 @@ class ExactIndex:
         out = []
         for row in scores:
             best = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
-            best = sorted(best, key=lambda j: (-row[j], ids[j]))
-            out.append(Ranked(tuple(int(ids[j]) for j in best), tuple(float(row[j]) for j in best)))
+            ranked = sorted(best, key=lambda j: (-row[j], ids[j]))
+            out.append(Ranked(tuple(int(ids[j]) for j in ranked), tuple(float(row[j]) for j in ranked)))
         return out
 
     def rescore(self, probe: np.ndarray, positions: np.ndarray, top_k: int) -> Ranked:

@@ -9,6 +9,7 @@ re-enroll, and listed in ``damaged``. Search is exact below ``ANN_MIN_ROWS`` and
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,6 +18,9 @@ from ..errors import GalleryError
 from .index import ExactIndex, Ranked
 from .records import VECTOR_DTYPE, DamagedRow, row_problems
 from .storage import GalleryStore
+
+if TYPE_CHECKING:
+    from .ann import BinaryCodeIndex
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +40,7 @@ class LocalIndex:
             require("faiss", extra="ann")
         self.store, self.dim, self.matrix_dtype, self.kind = store, dim, matrix_dtype, kind
         self.exact = ExactIndex(dim, matrix_dtype)
-        self.ann = None
+        self.ann: BinaryCodeIndex | None = None  # built on demand: it needs faiss
         self.damaged: list[DamagedRow] = []
         self.loads = 0  # (re)loads so far, incremental ones included
         self.rows_read = 0  # rows read from the store so far: an incremental reload reads only new ones
@@ -91,7 +95,7 @@ class LocalIndex:
             problems = row_problems(vectors)
             good = np.array([ok and p is None for ok, p in zip(ok_length, problems)], bool)
             for i in np.flatnonzero(~good):
-                why = problems[i] if ok_length[i] else f"is not {size} bytes of vector"
+                why = (problems[i] if ok_length[i] else None) or f"is not {size} bytes of vector"
                 self._quarantine(int(row_ids[i]), int(identity_ids[i]), why)
             self.exact.append(row_ids[good], identity_ids[good], vectors[good])
             self._seen += len(raws)

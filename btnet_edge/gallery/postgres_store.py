@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import urllib.parse
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +59,7 @@ class PostgresStore(GalleryStore):
         self.url = url
         self.where = redacted(url)
         self.readonly = readonly
-        self._conn = None
+        self._conn: Any = None  # a psycopg connection; None before the first connect, False once closed
         self._dim = 0
         self._index = "auto"
 
@@ -186,7 +187,8 @@ class PostgresStore(GalleryStore):
         self._dim, self._index = dim, index
 
     def meta(self) -> dict[str, str]:
-        return dict(self._read("read the gallery", lambda c: c.execute(f"SELECT key, value FROM {SCHEMA}.meta").fetchall()))
+        return dict(self._read("read the gallery",
+                               lambda c: c.execute(f"SELECT key, value FROM {SCHEMA}.meta").fetchall()))
 
     # Writes
 
@@ -278,7 +280,7 @@ class PostgresStore(GalleryStore):
         hnsw = self.uses_hnsw(exact)
 
         def run(conn) -> list[RowBlock]:
-            out = []
+            out: list[RowBlock] = []
             with conn.transaction():
                 if hnsw:
                     conn.execute(f"SET LOCAL hnsw.ef_search = {min(1000, max(40, candidates))}")

@@ -13,8 +13,8 @@ import math
 import numbers
 import re
 import unicodedata
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -164,7 +164,12 @@ def new_rows(existing: np.ndarray, vectors: np.ndarray) -> np.ndarray:
 
 def per_row(value: object, n: int, what: str, check) -> list:
     """One value for all ``n`` rows, or ``n`` values, each passing ``check``."""
-    values: Sequence = [value] * n if value is None or isinstance(value, (str, numbers.Number)) else list(value)  # type: ignore[arg-type]
+    if value is None or isinstance(value, (str, numbers.Number)):
+        values: Sequence = [value] * n
+    elif isinstance(value, Iterable):
+        values = list(value)
+    else:
+        raise GalleryError(f"{what} must be one value or {n} of them, got {value!r}")
     if len(values) != n or not all(check(v) for v in values):
         raise GalleryError(f"{what} must be one value or {n} of them, got {value!r}")
     return list(values)

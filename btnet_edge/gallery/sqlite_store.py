@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -204,7 +204,8 @@ class SqliteStore(GalleryStore):
                 for name, iid, count, res in rows]
 
     def names_of(self, identity_ids: Sequence[int]) -> dict[int, str]:
-        wanted, names = sorted(set(identity_ids)), {}
+        wanted = sorted(set(identity_ids))
+        names: dict[int, str] = {}
         for start in range(0, len(wanted), 500):
             chunk = wanted[start:start + 500]
             names.update(self._query(f"SELECT id, name FROM identities WHERE id IN ({','.join('?' * len(chunk))})",

@@ -10,7 +10,8 @@ also searches, returning candidate rows that the gallery checks and rescores its
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Callable, Union
 
 import numpy as np
 
@@ -20,11 +21,13 @@ SCHEMA_VERSION = 1
 FORMAT_TAG = "btnet-edge-gallery"
 # Decides, inside the write transaction, which new rows to keep given the identity's stored rows.
 KeepRows = Callable[[np.ndarray], np.ndarray]
-RowBlock = tuple[np.ndarray, np.ndarray, list]  # row ids, identity ids, raw vectors (bytes or arrays)
+# row ids, identity ids, raw vectors (a list of bytes or arrays, or one 2-D array)
+RowBlock = tuple[np.ndarray, np.ndarray, Union[list, np.ndarray]]
 
 
 class GalleryStore(ABC):
-    """Tables of one gallery: ``meta`` (format, schema, embedding size, model id, thresholds), identities, embeddings."""
+    """Tables of one gallery: ``meta`` (format, schema, embedding size, model id, thresholds), identities,
+    embeddings."""
 
     where: str  # how messages name this gallery (a path, or a URL without its password)
     searches_itself = False  # True: ``search`` runs in the server, there is no local index

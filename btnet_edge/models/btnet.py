@@ -8,7 +8,7 @@ resumes at the next block. Branches start from the trunk's own weights.
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

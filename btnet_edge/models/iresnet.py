@@ -9,7 +9,7 @@ uses the prefix up to the implant block.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -44,7 +44,7 @@ class IBasicBlock(nn.Module):
 class _Stem(nn.Module):
     """View of conv1 -> bn1 -> prelu that owns no parameters (keys stay at the top level)."""
 
-    def __init__(self, net: "IResNet") -> None:
+    def __init__(self, net: IResNet) -> None:
         super().__init__()
         self._net = [net]  # a list hides the parent from module registration (no cycle)
 
@@ -56,7 +56,7 @@ class _Stem(nn.Module):
 class _Head(nn.Module):
     """View of bn2 -> flatten -> dropout -> fc -> features (BN1d)."""
 
-    def __init__(self, net: "IResNet") -> None:
+    def __init__(self, net: IResNet) -> None:
         super().__init__()
         self._net = [net]
 

@@ -78,7 +78,7 @@ class InvertedResidual(nn.Module):
 class _Head(nn.Module):
     """View of conv2 -> gdconv -> conv3 -> bn -> flatten (owns no parameters)."""
 
-    def __init__(self, net: "MobileFaceNet") -> None:
+    def __init__(self, net: MobileFaceNet) -> None:
         super().__init__()
         self._net = [net]
 

@@ -38,7 +38,8 @@ _REGISTRY: dict[str, _Entry] = {}
 _ALIASES: dict[str, str] = {}
 
 
-def register_model(config: ArchConfig, aliases: tuple[str, ...] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def register_model(config: ArchConfig,
+                   aliases: tuple[str, ...] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: register ``builder(input_size=112) -> nn.Module`` under ``config.name``."""
 
     def wrap(builder: Callable[..., Any]) -> Callable[..., Any]:

@@ -10,8 +10,9 @@ untrained. Standard library only: the runtime reads it without torch or onnx.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 RECORD_KEY = "branch_training"
 ROUTE_POLICIES = ("trained", "all", "none")  # Recognizer(branches=...): which branches faces may use
@@ -83,7 +84,8 @@ def branch_statuses(manifest) -> list[BranchStatus]:
     resolutions = [b.resolution for b in manifest.branches]
     recorded = manifest.extra.get(RECORD_KEY)
     if isinstance(recorded, list):
-        by_r = {int(item["resolution"]): item for item in recorded if isinstance(item, Mapping) and "resolution" in item}
+        by_r = {int(item["resolution"]): item for item in recorded
+                if isinstance(item, Mapping) and "resolution" in item}
         out = []
         for r in resolutions:
             item = dict(by_r.get(r, {}))

@@ -8,8 +8,8 @@ the current folder holds. Both are refused when the package is opened.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import PurePosixPath, PureWindowsPath
-from typing import Iterable
 
 from ..errors import PackageError
 from .manifest import Manifest, TensorInfo
@@ -18,7 +18,8 @@ from .onnx_proto import Dim, OnnxFormatError, OnnxSummary, ValueInfo, summarize
 
 def graph_tensors(manifest: Manifest) -> dict[str, tuple[tuple[TensorInfo, ...], tuple[TensorInfo, ...]]]:
     """graph file -> (inputs, outputs) the manifest declares for it (shapes without the batch axis)."""
-    graphs = {manifest.trunk.file: (manifest.trunk.inputs, (manifest.trunk.output,))}
+    graphs: dict[str, tuple[tuple[TensorInfo, ...], tuple[TensorInfo, ...]]] = {
+        manifest.trunk.file: (manifest.trunk.inputs, (manifest.trunk.output,))}
     for branch in manifest.branches:
         graphs[branch.file] = ((branch.input,), (branch.output,))
     for fused in manifest.fused:
@@ -30,7 +31,8 @@ def read_summary(name: str, data: bytes | memoryview) -> OnnxSummary:
     try:
         return summarize(data)
     except OnnxFormatError as exc:
-        raise PackageError(f"package graph {name} is not a readable ONNX model ({exc}); re-export the package") from None
+        raise PackageError(f"package graph {name} is not a readable ONNX model ({exc}); "
+                           "re-export the package") from None
 
 
 def check_external_data(name: str, summary: OnnxSummary, hashed: Iterable[str]) -> None:

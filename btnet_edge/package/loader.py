@@ -66,7 +66,8 @@ def read_manifest(folder: str | Path) -> Manifest:
     if not folder.is_dir():
         raise PackageError(f"{folder} is not a model package folder; create one with `btnet-edge export`")
     if not path.is_file():
-        raise PackageError(f"{folder} has no {MANIFEST_NAME}: not a model package (create one with `btnet-edge export`)")
+        raise PackageError(f"{folder} has no {MANIFEST_NAME}: not a model package "
+                           "(create one with `btnet-edge export`)")
     try:
         data = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -114,7 +115,8 @@ def load_package(folder: str | Path, verify: bool = True) -> ModelPackage:
     graphs = graph_tensors(manifest)
     unlisted = sorted(n for n in graphs if n not in manifest.files)
     if unlisted:
-        raise ManifestError(f"manifest field files lacks a sha256 for {unlisted}; the package is incomplete, export it again")
+        raise ManifestError(f"manifest field files lacks a sha256 for {unlisted}; "
+                            "the package is incomplete, export it again")
     for name, expected in manifest.files.items():
         path = folder / name
         if Path(name).name != name:

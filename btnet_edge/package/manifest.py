@@ -11,9 +11,10 @@ import json
 import math
 import re
 import struct
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import ManifestError
 from ..limits import MAX_RESOLUTION_ENV, max_resolution
@@ -226,7 +227,8 @@ def manifest_from_json(data: Any) -> Manifest:
                                _tensor(_get(f, "output", dict, where), where + "output")))
     for info in branches:
         if info.resolution not in entries:
-            raise ManifestError(f"branch {info.resolution} px has no trunk input (trunk.entry_resolutions {list(entries)})")
+            raise ManifestError(f"branch {info.resolution} px has no trunk input "
+                                f"(trunk.entry_resolutions {list(entries)})")
     dispatch_data = _get(data, "dispatch", dict, "")
     dispatch = DispatchPolicy(_get(dispatch_data, "indicator", str, "dispatch."),
                               _get(dispatch_data, "rounding", str, "dispatch."))

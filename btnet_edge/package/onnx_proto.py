@@ -12,8 +12,9 @@ initializer = 5, input = 11, output = 12, TensorProto.external_data = 13, ...).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator, Union
+from typing import Union
 
 Dim = Union[int, str, None]  # a fixed size, a named dynamic size, or unknown
 _MAX_DEPTH = 64  # subgraphs nest (If, Loop, Scan); a crafted file must not recurse without end

@@ -11,9 +11,10 @@ session.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import ConfigError
 from ..package.branch_status import ROUTE_POLICIES
@@ -60,8 +61,8 @@ class RecognizerConfig:
         if self.backend == "tensorrt" and not self.engines:
             raise ConfigError("backend 'tensorrt' needs the engine folder: pass engines=DIR (CLI: --engines DIR); "
                               "build it with `btnet-edge build PKG --target desktop-fp16 --out DIR`")
-        if self.indicator is not None and self.indicator not in INDICATORS or \
-                self.rounding is not None and self.rounding not in ROUNDINGS:
+        if (self.indicator is not None and self.indicator not in INDICATORS) or \
+                (self.rounding is not None and self.rounding not in ROUNDINGS):
             raise ConfigError(f"dispatch should use indicator in {INDICATORS} and rounding in {ROUNDINGS}, "
                               f"found {self.indicator!r}/{self.rounding!r}")
         if self.align not in ALIGN_MODES:
@@ -81,7 +82,7 @@ class RecognizerConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "RecognizerConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> RecognizerConfig:
         """From :meth:`to_dict` output; unknown keys are an error naming the known ones."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)

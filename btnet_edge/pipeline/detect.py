@@ -71,20 +71,20 @@ class Candidates(NamedTuple):
     scores: np.ndarray
 
     @staticmethod
-    def empty() -> "Candidates":
+    def empty() -> Candidates:
         return Candidates(np.zeros((0, 4), np.float32), np.zeros((0, 5, 2), np.float32), np.zeros(0, np.float32))
 
-    def take(self, index: np.ndarray) -> "Candidates":
+    def take(self, index: np.ndarray) -> Candidates:
         return Candidates(self.boxes[index], self.kps[index], self.scores[index])
 
-    def scaled(self, factor: float, dx: float = 0.0, dy: float = 0.0) -> "Candidates":
+    def scaled(self, factor: float, dx: float = 0.0, dy: float = 0.0) -> Candidates:
         """Coordinates times ``factor`` then shifted by (dx, dy)."""
         shift = np.array([dx, dy], np.float32)
         boxes = self.boxes * np.float32(factor) + np.tile(shift, 2)
         return Candidates(boxes, self.kps * np.float32(factor) + shift, self.scores)
 
     @staticmethod
-    def concat(parts: list["Candidates"]) -> "Candidates":
+    def concat(parts: list[Candidates]) -> Candidates:
         if not parts:
             return Candidates.empty()
         return Candidates(*(np.concatenate(arrays) for arrays in zip(*parts)))
@@ -109,7 +109,8 @@ class FaceDetector(ABC):
         self.plan = plan or DetectPlan()
         self.pass_seconds: dict[str, float] = defaultdict(float)
         if not 0.0 <= self.score_threshold <= 1.0:
-            raise ConfigError(f"score_threshold={self.score_threshold} is outside 0..1; try {self.default_score_threshold}")
+            raise ConfigError(f"score_threshold={self.score_threshold} is outside 0..1; "
+                              f"try {self.default_score_threshold}")
         if not 0.0 < self.nms_threshold <= 1.0:
             raise ConfigError(f"nms_threshold={self.nms_threshold} is outside (0, 1]; 0.4 is the usual value")
 
@@ -176,10 +177,10 @@ class FaceDetector(ABC):
     def _candidates(self, img: np.ndarray) -> Candidates:
         """Decoded faces scoring at least ``score_threshold`` in ``img`` (contiguous BGR uint8), before NMS."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook: detectors without a session have nothing to close
         """Release the model; the default holds nothing."""
 
-    def __enter__(self) -> "FaceDetector":
+    def __enter__(self) -> FaceDetector:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -85,7 +85,8 @@ class DetectPlan:
             raise ConfigError(f"det_size={self.det_size!r} must be an int >= 64 (px; 640 is the usual value)")
         if self.min_face_px is not None and not (isinstance(self.min_face_px, (int, float)) and self.min_face_px >= 0):
             raise ConfigError(f"min_face_px={self.min_face_px!r} must be >= 0 (px; 0 or None skips the enlarged pass)")
-        if self.upscale is not None and not (isinstance(self.upscale, (int, float)) and 1.0 <= self.upscale <= MAX_UPSCALE):
+        if self.upscale is not None and not (isinstance(self.upscale, (int, float))
+                                             and 1.0 <= self.upscale <= MAX_UPSCALE):
             raise ConfigError(f"upscale={self.upscale!r} must be between 1 and {MAX_UPSCALE}, or None to derive it "
                               "from min_face_px")
         if self.tile is not None and (not isinstance(self.tile, int) or self.tile < 256):
@@ -200,7 +201,8 @@ def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int, flo
 
 
 def fragments(boxes: np.ndarray) -> np.ndarray:
-    """Mask of boxes that overlap a much larger face (grown by ``FRAGMENT_MARGIN``) by ``FRAGMENT_OVERLAP`` of their area.
+    """Mask of boxes that overlap a much larger face (grown by ``FRAGMENT_MARGIN``) by ``FRAGMENT_OVERLAP`` of their
+    area.
 
     Enlarged close-ups show hair curls and ears that look like tiny faces; a real small
     face cannot sit on the head of a face four times its size.
@@ -209,8 +211,10 @@ def fragments(boxes: np.ndarray) -> np.ndarray:
         return np.zeros(len(boxes), bool)
     sides = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
     grown = boxes + np.outer(sides * FRAGMENT_MARGIN, [-1, -1, 1, 1]).astype(boxes.dtype)
-    ix = np.clip(np.minimum(boxes[:, None, 2], grown[None, :, 2]) - np.maximum(boxes[:, None, 0], grown[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(boxes[:, None, 3], grown[None, :, 3]) - np.maximum(boxes[:, None, 1], grown[None, :, 1]), 0, None)
+    ix = np.clip(np.minimum(boxes[:, None, 2], grown[None, :, 2]) - np.maximum(boxes[:, None, 0], grown[None, :, 0]),
+                 0, None)
+    iy = np.clip(np.minimum(boxes[:, None, 3], grown[None, :, 3]) - np.maximum(boxes[:, None, 1], grown[None, :, 1]),
+                 0, None)
     areas = np.maximum((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 1e-9)
     share = ix * iy / areas[:, None]  # [i, j]: share of box i inside box j
     larger = sides[None, :] >= FRAGMENT_SIDE_RATIO * sides[:, None]

@@ -10,7 +10,7 @@ ceil:  112 if >=29,  28 if 15..28,  14 if 8..14,  7 if <=7.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..errors import ConfigError
 
@@ -53,12 +53,10 @@ def choose_resolution(size: float, resolutions: Sequence[int], rounding: str = "
 def dispatch_ranges(resolutions: Sequence[int], rounding: str) -> dict[str, list[int | None]]:
     """Integer px ranges per resolution, e.g. {"14": [8, 14]} ("112": [29, None]): for manifests and docs."""
     ordered = sorted(set(resolutions))
-    ranges: dict[str, list[int | None]] = {}
+    spans: dict[str, list[int]] = {}
     limit = 4 * ordered[-1]
     for size in range(1, limit + 1):
         r = choose_resolution(size, ordered, rounding)
-        low_high = ranges.setdefault(str(r), [size, size])
+        low_high = spans.setdefault(str(r), [size, size])
         low_high[1] = size
-    for key, (low, high) in ranges.items():
-        ranges[key] = [low if low > 1 else 0, None if high == limit else high]
-    return ranges
+    return {key: [low if low > 1 else 0, None if high == limit else high] for key, (low, high) in spans.items()}

@@ -7,7 +7,7 @@ back to its box, so crowded small faces stay legible.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np

@@ -8,8 +8,9 @@ do there, a typo is an error, and the attributes insightface's other models comp
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import fields
-from typing import Any, Iterator
+from typing import Any
 
 from ..errors import NotComputedError
 

@@ -57,7 +57,8 @@ def check_bgr_image(img: Any) -> np.ndarray:
         if img.dtype == np.uint16:
             hint = "scale it to 8 bits, e.g. (img >> 8).astype(np.uint8)"
         elif np.issubdtype(img.dtype, np.floating):
-            hint = "if it holds 0..1 values use (img * 255).clip(0, 255).astype(np.uint8); if 0..255, img.astype(np.uint8)"
+            hint = ("if it holds 0..1 values use (img * 255).clip(0, 255).astype(np.uint8); "
+                    "if 0..255, img.astype(np.uint8)")
         else:
             hint = "convert it to uint8 0..255"
         raise InputImageError(f"image dtype is {img.dtype}; expected {_EXPECTED}: {hint}")
@@ -71,7 +72,7 @@ def check_image_pixels(data: np.ndarray | bytes, name: str, max_pixels: int | No
     is refused too: what cannot be bounded is never handed to a decoder.
     """
     limit = max_image_pixels() if max_pixels is None else max_pixels
-    view = memoryview(data).cast("B")
+    view = (data.data if isinstance(data, np.ndarray) else memoryview(data)).cast("B")
     if len(view) == 0:
         raise InputImageError(f"{name} is empty (0 bytes); it is not an image")
     size = image_size(view)

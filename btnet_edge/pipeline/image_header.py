@@ -239,7 +239,7 @@ def _j2k_codestream(data: memoryview, start: int) -> tuple[int, int] | None:
 def _jpeg2000(data: memoryview) -> tuple[int, int] | None:
     if bytes(data[:4]) == b"\xff\x4f\xff\x51":
         return _j2k_codestream(data, 0)
-    sizes = []
+    sizes: list[tuple[int, int] | None] = []
     for kind, start, end in _boxes(data, 0, len(data)):
         if kind == b"jp2h":
             for inner, inner_start, _ in _boxes(data, start, end):
@@ -250,7 +250,7 @@ def _jpeg2000(data: memoryview) -> tuple[int, int] | None:
             sizes.append(_j2k_codestream(data, start))
     if not sizes or None in sizes:
         return None
-    return max(sizes, key=lambda s: s[0] * s[1])  # the largest of what the boxes declare
+    return max((s for s in sizes if s is not None), key=lambda s: s[0] * s[1])  # the largest of what the boxes declare
 
 
 _CONTAINERS = {b"meta": 4, b"iprp": 0, b"ipco": 0, b"moov": 0, b"trak": 0, b"mdia": 0, b"minf": 0, b"stbl": 0,

@@ -9,15 +9,15 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from ..errors import ConfigError, InputImageError
-from ..package.loader import ModelPackage, load_package
 from ..package.branch_status import branch_statuses, routes
+from ..package.loader import ModelPackage, load_package
 from ..package.manifest import TRUNK_RESOLUTION, DispatchPolicy, model_id
 from .align import align_face, crop_box
 from .config import RecognizerConfig, open_detector
@@ -75,7 +75,8 @@ class Recognizer:
     :class:`~btnet_edge.pipeline.runner.Runner`), opened from the settings when None.
     """
 
-    def __init__(self, package: str | Path | ModelPackage, backend: str = "auto", detector: FaceDetector | str | None = None,
+    def __init__(self, package: str | Path | ModelPackage, backend: str = "auto",
+                 detector: FaceDetector | str | None = None,
                  *, indicator: str | None = None, rounding: str | None = None, align: str = "landmarks",
                  device: str = "cpu", threads: int = 0, fp16: bool = False, engines: str | None = None,
                  gallery=None, det_threshold: float | None = None, max_side: int | None = None,
@@ -93,7 +94,7 @@ class Recognizer:
 
     @classmethod
     def from_config(cls, config: RecognizerConfig, *, package: ModelPackage | None = None, runner: Runner | None = None,
-                    detector: FaceDetector | None = None, gallery=None) -> "Recognizer":
+                    detector: FaceDetector | None = None, gallery=None) -> Recognizer:
         """A Recognizer for ``config``; ``package`` (already loaded and verified), ``runner`` and ``detector``
         are used instead of the ones the config names."""
         recognizer = cls.__new__(cls)
@@ -187,7 +188,7 @@ class Recognizer:
         self.runner.close()
         self.detector.close()
 
-    def __enter__(self) -> "Recognizer":
+    def __enter__(self) -> Recognizer:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -239,7 +240,12 @@ class Recognizer:
         return out
 
     def _identify(self, faces: list[Face]) -> list[Face]:
-        matrix = np.stack([f.normed_embedding for f in faces])
+        rows = []
+        for f in faces:  # every face here was embedded just now, by get()
+            normed = f.normed_embedding
+            assert normed is not None
+            rows.append(normed)
+        matrix = np.stack(rows)
         matches = self.gallery.identify(matrix, top_k=1, probe_resolutions=[f.resolution for f in faces])
         out = []
         for face, found in zip(faces, matches):

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Callable, Mapping, Protocol, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -85,6 +86,8 @@ def open_runner(package: ModelPackage, config: RecognizerConfig) -> Runner:
     if config.backend == "tensorrt":
         from ..trt_runtime.engine_folder import read_engine_folder
 
+        if config.engines is None:  # RecognizerConfig refuses this; a config built with replace() could still get here
+            raise ConfigError("backend 'tensorrt' needs the engine folder: pass engines=DIR (CLI: --engines DIR)")
         folder = read_engine_folder(config.engines)
         if folder.package_name != package.manifest.name:
             log.warning("engines in %s were built for package %r, running them for %r", config.engines,
@@ -110,7 +113,7 @@ class PackageRunner:
         self.branch_s = 0.0  # cumulative seconds in branch and trunk runs: the frame benchmark's stages
         self.trunk_s = 0.0
 
-    def load(self) -> "PackageRunner":
+    def load(self) -> PackageRunner:
         for backend in (*self.branches.values(), self.trunk):
             backend.load()
         return self

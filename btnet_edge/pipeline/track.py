@@ -30,8 +30,8 @@ from __future__ import annotations
 import heapq
 import time
 from collections import defaultdict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Sequence
 
 import numpy as np
 
@@ -205,8 +205,9 @@ class Tracker:
                 if jump > self.max_jump or ratio > self.max_size_ratio:
                     continue
                 score = float(overlaps[ti]) - jump / self.max_jump
-                if aggregates[ti] is not None and face.embedding is not None:
-                    score += float(face.normed_embedding @ aggregates[ti])
+                aggregate, normed = aggregates[ti], face.normed_embedding
+                if aggregate is not None and normed is not None:
+                    score += float(normed @ aggregate)
                 scored.append((score, fi, ti))
         pairs, used_faces, used_tracks = [], set(), set()
         for _score, fi, ti in sorted(scored, key=lambda s: -s[0]):
@@ -263,12 +264,12 @@ class Tracker:
 
     def _candidates(self, faces: list[Face]) -> list[tuple[str, float] | None]:
         """The best gallery identity of each face whatever its score (for unknown faces: to tune thresholds)."""
-        with_embedding = [i for i, f in enumerate(faces) if f.embedding is not None]
+        normed = {i: e for i, f in enumerate(faces) if (e := f.normed_embedding) is not None}
         out: list[tuple[str, float] | None] = [None] * len(faces)
-        if self.gallery is None or not with_embedding:
+        if self.gallery is None or not normed:
             return out
-        matrix = np.stack([faces[i].normed_embedding for i in with_embedding]).astype(np.float32)
-        for i, matches in zip(with_embedding, self.gallery.identify(matrix, top_k=1, threshold=-1.0)):
+        matrix = np.stack(list(normed.values())).astype(np.float32)
+        for i, matches in zip(normed, self.gallery.identify(matrix, top_k=1, threshold=-1.0)):
             if matches:
                 out[i] = (matches[0].name, matches[0].score)
         return out

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .._deps import require
 from ..errors import GalleryError, ServeError
@@ -173,7 +174,8 @@ async def _read_limited(request, limit: int) -> bytes:
     from .frontend import HttpError
 
     declared = request.headers.get("content-length")
-    too_big = f"over the limit of {limit} bytes; send a smaller image or start the server with a larger --max-request-mb"
+    too_big = (f"over the limit of {limit} bytes; send a smaller image or start the server with a larger "
+               "--max-request-mb")
     if declared and declared.isdigit() and int(declared) > limit:
         raise HttpError(413, f"request of {declared} bytes is {too_big}")
     chunks, size = [], 0
@@ -213,8 +215,8 @@ def app_builder(args: Mapping[str, Any]):
 
 def preflight(config: ServeConfig) -> None:
     """Fail here, with the package's or gallery's own message, rather than as a replica that keeps dying."""
-    from ..package.loader import load_package
     from ..gallery import Gallery
+    from ..package.loader import load_package
     from ..package.manifest import model_id
 
     manifest = load_package(config.package).manifest  # sha256 of every file checked

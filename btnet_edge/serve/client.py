@@ -97,7 +97,8 @@ class FaceClient:
             raise ServeError(f"{self.url}{path}: cannot reach the server ({exc}); start it with "
                              "`btnet-edge serve PKG` or check the URL") from None
         except json.JSONDecodeError as exc:
-            raise ServeError(f"{self.url}{path}: the answer is not JSON ({exc}); is this a btnet-edge server?") from None
+            raise ServeError(f"{self.url}{path}: the answer is not JSON ({exc}); "
+                             "is this a btnet-edge server?") from None
 
 
 def _message(exc: urllib.error.HTTPError) -> str:

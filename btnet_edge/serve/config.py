@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import ConfigError
 from .protocol import DEFAULT_HOST, DEFAULT_PORT
@@ -78,7 +79,7 @@ class ServeConfig:
                                 det_plan=DetectPlan(max_side=self.max_side) if self.max_side is not None else None)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ServeConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> ServeConfig:
         """From a config file's ``args``: unknown keys are an error naming the known ones."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)

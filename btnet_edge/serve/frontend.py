@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable, Mapping
+from collections.abc import Mapping
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -64,7 +65,8 @@ def decode_image(body: bytes, max_bytes: int, max_pixels: float) -> np.ndarray:
         raise HttpError(400, "empty body: POST the bytes of an encoded image (JPEG, PNG, ...)")
     if len(body) > max_bytes:
         raise HttpError(413, f"request of {len(body)} bytes is over the limit of {max_bytes} bytes; "
-                             "send a smaller or more compressed image, or start the server with a larger --max-request-mb")
+                             "send a smaller or more compressed image, or start the server with a larger "
+                             "--max-request-mb")
     size = image_size(body)  # from the header: a decompression bomb is refused before it is decoded
     if size is None:
         raise HttpError(400, f"the {len(body)} bytes are not an image whose size can be read from its header; POST "

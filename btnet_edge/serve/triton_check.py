@@ -10,8 +10,9 @@ schedule them, so its output can be compared with the package's own runner.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -147,7 +148,8 @@ def _check_ensemble(name: str, config: dict, configs: Mapping[str, dict]) -> lis
     return problems
 
 
-def run_ensemble(repo: str | Path, feeds: Mapping[str, np.ndarray], ensemble: str = "btnet_embed") -> dict[str, np.ndarray]:
+def run_ensemble(repo: str | Path, feeds: Mapping[str, np.ndarray],
+                 ensemble: str = "btnet_embed") -> dict[str, np.ndarray]:
     """The ensemble's outputs for ``feeds``, each step run by ONNX Runtime in the configured order."""
     from ..backends.ort import OrtBackend
 
@@ -158,7 +160,8 @@ def run_ensemble(repo: str | Path, feeds: Mapping[str, np.ndarray], ensemble: st
     for step in _one(config, "ensemble_scheduling", {}).get("step", []):
         model = _one(step, "model_name")
         if _one(configs[model], "platform") != "onnxruntime_onnx":
-            raise ConfigError(f"{model} is a {_one(configs[model], 'platform')} model: it runs only on a Triton GPU server")
+            raise ConfigError(f"{model} is a {_one(configs[model], 'platform')} model: "
+                              "it runs only on a Triton GPU server")
         mapped = {_one(e, "key"): tensors[_one(e, "value")] for e in step.get("input_map", [])}
         with OrtBackend(repo / model / "1" / "model.onnx") as graph:
             produced = graph.infer(mapped)

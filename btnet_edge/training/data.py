@@ -8,9 +8,9 @@ face degraded to r px (area interpolation: the paper's protocol, as eval-pairs u
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np

@@ -15,9 +15,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -167,7 +167,7 @@ class BranchDistiller:
             layers = [m for name, m in branch.named_modules()
                       if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and name + "." in own]
             seen: dict = {}
-            hooks = [m.register_forward_pre_hook(lambda m, args: seen.__setitem__(
+            hooks = [m.register_forward_pre_hook(lambda m, args, seen=seen: seen.__setitem__(
                 m, (args[0].float().mean(dim=(0, 2, 3)), args[0].float().var(dim=(0, 2, 3), unbiased=False))))
                 for m in layers]
             branch.eval()
@@ -336,14 +336,13 @@ def train_and_export(package: str | Path, image_dirs: Sequence[str | Path], out:
                      min_face_px: float = 48.0, name: str | None = None, fused: bool | None = None,
                      force: bool = False) -> dict:
     """Package -> trained branches -> new package (same trunk, preprocessing and dispatch; run in the manifest)."""
-    from ..export.package_writer import ExportOptions, export_package
     from ..export.package_weights import btnet_from_package
+    from ..export.package_writer import ExportOptions, export_package
     from ..package.branch_status import branch_statuses
     from ..package.loader import load_package
-    from .data import load_faces
-
     from ..package.manifest import MANIFEST_NAME
     from ..safe_io import check_replaceable_folder
+    from .data import load_faces
 
     out = Path(out)
     # before the long part, not after it; never over the source package or the photos

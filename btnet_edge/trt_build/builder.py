@@ -12,8 +12,9 @@ import json
 import logging
 import re
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from ..errors import BackendError, ConfigError
 from ..safe_io import atomic_write_bytes, atomic_write_text

@@ -13,8 +13,9 @@ TensorRT engines alike.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
@@ -134,7 +135,7 @@ def compare(reference: Embedder, candidate: Embedder, inputs: Mapping[int, np.nd
                                               candidate(resolution, images[i:i + batch]))
                                   for i in range(0, len(images), batch)])
         mean = float(cosines.mean())
-        rows.append({"resolution": resolution, "source": source, "samples": int(len(cosines)),
+        rows.append({"resolution": resolution, "source": source, "samples": len(cosines),
                      "mean_cosine": round(mean, 6), "min_cosine": round(float(cosines.min()), 6),
                      "passed": bool(mean >= threshold)})
     return rows

@@ -9,8 +9,9 @@ computes on the host, in the same order, so the two agree to float rounding.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

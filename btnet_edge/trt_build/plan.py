@@ -10,9 +10,10 @@ the builder builds from it; every engine's cache key is derived from its entry.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import ConfigError, MissingDependencyError
 from ..package.loader import ModelPackage, load_package, sha256_of

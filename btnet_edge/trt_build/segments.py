@@ -11,9 +11,10 @@ The trunk weights stay in one file each; nothing is duplicated across segments.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .._deps import require
 from ..errors import PackageError

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import EngineMismatchError
 from ..safe_io import atomic_write_text
@@ -62,7 +63,7 @@ class EngineKey:
         return data
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "EngineKey":
+    def from_json(cls, data: Mapping[str, Any]) -> EngineKey:
         known = {f for f in cls.__dataclass_fields__}
         values = {k: v for k, v in data.items() if k in known}
         values["profiles"] = tuple(_canonical(values.get("profiles", [])))

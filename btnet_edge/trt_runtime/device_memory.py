@@ -230,7 +230,7 @@ class PycudaMemory(CudaMemory):
 
     def host_free(self, handle: Any) -> None:
         base = getattr(handle, "base", None)
-        if hasattr(base, "free"):
+        if base is not None and hasattr(base, "free"):
             base.free()
 
     def stream_create(self) -> Any:

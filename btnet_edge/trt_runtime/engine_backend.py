@@ -16,9 +16,10 @@ trunk) runs with some inputs empty. Engines of TensorRT for RTX (key setting
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,8 @@ class _Buffer:
     """A device buffer and its pinned host mirror, grown to the largest size asked for."""
 
     def __init__(self, memory: Any) -> None:
-        self.memory, self.nbytes, self.device, self.host, self._host_handle = memory, 0, 0, None, None
+        self.memory, self.nbytes, self.device, self._host_handle = memory, 0, 0, None
+        self.host: Any = None  # the pinned host mirror (a uint8 array) once ensure() ran
 
     def ensure(self, nbytes: int) -> None:
         if nbytes <= self.nbytes:
@@ -67,13 +69,17 @@ class TrtBackend(Backend):
         """``memory``: the device memory to use (default: :func:`~.device_memory.cuda_memory`)."""
         super().__init__(engine_path)
         self._memory = memory
-        self._engine = self._context = self._stream = None
+        # the TensorRT engine and context, and the CUDA stream, once loaded (tensorrt has no type stubs)
+        self._engine: Any = None
+        self._context: Any = None
+        self._stream: Any = None
         self._specs: dict[str, tuple[bool, np.dtype, tuple[int, ...]]] = {}  # name -> (is_input, dtype, shape)
         self._buffers: dict[str, _Buffer] = {}
         self._profiles: dict[str, tuple[tuple[int, ...], ...]] = {}  # input -> (min, opt, max) shapes
 
     def _verify(self, trt: Any) -> dict[str, Any]:
-        """Compare the saved key with this machine; raise naming both sides on a mismatch. Returns the build settings."""
+        """Compare the saved key with this machine; raise naming both sides on a mismatch. Returns the build
+        settings."""
         sidecar = load_sidecar(self.model_path)
         if sidecar is None:
             log.warning("%s has no readable cache key beside it; loading it unverified", self.model_path.name)

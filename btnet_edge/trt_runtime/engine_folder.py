@@ -10,9 +10,10 @@ runs engines (the engine backend, the trunk chain, the device-resident runner, `
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import BackendError
 
@@ -134,7 +135,7 @@ def _field(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], whe
         raise BackendError(f"{where}: field {key} is missing; rebuild the engines with this btnet-edge "
                            "(btnet-edge build PKG --target T --out DIR)")
     value = data[key]
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise BackendError(f"{where}: field {key} should be {getattr(kind, '__name__', kind)}, found {value!r}")
     return value
 
@@ -233,5 +234,14 @@ def read_engine_folder(folder: str | Path) -> EngineFolder:
     return engine_folder_from_json(data, folder)
 
 
-__all__ = ["ENGINES_MANIFEST", "EngineEntry", "EngineFolder", "SegmentLink", "TensorProfile", "TrunkInput",
-           "UINT8_BGR", "engine_folder_from_json", "read_engine_folder"]
+__all__ = [
+    "ENGINES_MANIFEST",
+    "UINT8_BGR",
+    "EngineEntry",
+    "EngineFolder",
+    "SegmentLink",
+    "TensorProfile",
+    "TrunkInput",
+    "engine_folder_from_json",
+    "read_engine_folder",
+]

@@ -18,8 +18,8 @@ it on the CPU (same plan, same offsets). The rules it encodes:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 

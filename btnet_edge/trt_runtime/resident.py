@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import ctypes
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -202,7 +203,7 @@ class ResidentRunner:
             start += frame.counts[r]
         return {r: out[r] for r in groups}
 
-    def load(self) -> "ResidentRunner":
+    def load(self) -> ResidentRunner:
         return self
 
     def close(self) -> None:

@@ -9,8 +9,9 @@ tests, TensorRT on a GPU), so the chaining logic is checked without a GPU.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable
 
 import numpy as np
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -88,7 +89,7 @@ class RetinaFaceDetector(FaceDetector):
     default_score_threshold = 0.5
 
     def __init__(self, model: str | Path | bytes | None = None, device: str = "cpu", threads: int = 0,
-                 backend: Backend | None = None, **options: object) -> None:
+                 backend: Backend | None = None, **options: Any) -> None:
         """``backend``: the graph already opened elsewhere (the TensorRT engine of an engine folder)."""
         super().__init__(**options)
         self._model = model

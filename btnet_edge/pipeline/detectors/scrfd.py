@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +27,7 @@ SCRFD_MEAN = 127.5
 SCRFD_STD = 128.0
 SCRFD_STRIDES = (8, 16, 32)
 SCRFD_ANCHORS_PER_LOCATION = 2
-_KIND_BY_WIDTH = {1: "score", 4: "bbox", 10: "kps"}
+_KIND_BY_WIDTH: dict[int | str, str] = {1: "score", 4: "bbox", 10: "kps"}
 _ALIGN = 32
 
 
@@ -59,9 +60,9 @@ class ScrfdDetector(FaceDetector):
     name = "scrfd"
     default_score_threshold = 0.5
 
-    def __init__(self, model: str | Path | bytes, device: str = "cpu", threads: int = 0,
+    def __init__(self, model: str | Path | bytes | None, device: str = "cpu", threads: int = 0,
                  strides: tuple[int, ...] = SCRFD_STRIDES, anchors_per_location: int = SCRFD_ANCHORS_PER_LOCATION,
-                 **options: object) -> None:
+                 **options: Any) -> None:
         super().__init__(**options)
         if model is None:
             raise ConfigError("SCRFD has no bundled weights: pass the path of an insightface scrfd_*_kps.onnx")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -34,8 +35,8 @@ class YuNetDetector(FaceDetector):
     name = "yunet"
     default_score_threshold = 0.7  # sqrt(cls * obj): clear faces score 0.85-0.95, hands and textures reach 0.6
 
-    def __init__(self, model: str | Path, device: str = "cpu", threads: int = 0,
-                 input_size: tuple[int, int] | None = None, **options: object) -> None:
+    def __init__(self, model: str | Path | None, device: str = "cpu", threads: int = 0,
+                 input_size: tuple[int, int] | None = None, **options: Any) -> None:
         super().__init__(**options)
         if model is None:
             raise ConfigError("YuNet has no bundled weights: pass the path of a yunet_*.onnx file")

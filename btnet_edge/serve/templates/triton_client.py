@@ -32,8 +32,8 @@ def triton_embed(client, manifest, groups):
     else:
         for b in manifest.branches:
             if len(groups.get(b.resolution, ())):
-                feeds[b.output.name] = _infer(client, f"btnet_branch_{b.resolution}", {b.input.name: groups[b.resolution]},
-                                              b.output.name)
+                feeds[b.output.name] = _infer(client, f"btnet_branch_{b.resolution}",
+                                              {b.input.name: groups[b.resolution]}, b.output.name)
         embeddings = _infer(client, "btnet_trunk", feeds, trunk.output.name)
     out, start = {}, 0
     for r in trunk.entry_resolutions:  # the trunk's output order
