@@ -61,8 +61,11 @@ def format_frames(entries: Sequence[dict]) -> str:
                 cells = []
                 for name in compared:
                     c = e.get("compared", {}).get(name)
-                    cells += ["-", "-"] if c is None else [f"{c['ms_per_frame']:.1f} ({c['faces_per_frame']:.1f} faces)",
-                                                           "-" if c["ratio"] is None else f"{c['ratio']:.2f}x"]
+                    if c is None:
+                        cells += ["-", "-"]
+                        continue
+                    cells += [f"{c['ms_per_frame']:.1f} ({c['faces_per_frame']:.1f} faces)",
+                              "-" if c["ratio"] is None else f"{c['ratio']:.2f}x"]
                 rows.append((Path(e["source"]).name, f"{e['ms_per_frame']['total']:.1f} ({e['faces_per_frame']:.1f} "
                              "faces)", *cells))
             head = ("source", "default ms")

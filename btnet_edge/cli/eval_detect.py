@@ -8,7 +8,6 @@ from pathlib import Path
 from ..errors import ConfigError
 from .options import add_backend_options, add_detector_options, detector_from_args, write_json
 
-
 _DEFAULT_SYNTH_SIZES = "8,10,12,14,16,20,24,28,40,64"
 
 

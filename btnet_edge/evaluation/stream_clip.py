@@ -12,15 +12,14 @@ small face cannot cover a near one). Deterministic for a seed and photo set.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
 
-from .synth_frames import SourceFace, paste_face
-
 from ..pipeline.detectors._nms import box_iou
+from .synth_frames import SourceFace, paste_face
 
 DEFAULT_CLIP_SIZES_PX = (10, 12, 14, 16, 20, 24, 28, 30)
 BEHIND_MARGIN = 1.0  # a walker within this many face sizes of a background face is hidden behind that person

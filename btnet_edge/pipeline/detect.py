@@ -118,7 +118,8 @@ class FaceDetector(ABC):
         """Faces in a BGR uint8 frame, best score first, in the frame's pixel coordinates."""
         img = check_bgr_image(image)
         passes = self.plan.passes(*img.shape[:2])
-        coarse, enlarged = [], []
+        coarse: list[Candidates] = []
+        enlarged: list[Candidates] = []
         for step in passes:
             start = time.perf_counter()
             (enlarged if step.name == "enlarged" else coarse).append(run_pass(self._candidates, img, step))

@@ -22,7 +22,8 @@ docs/detection.md.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Sequence
+from typing import Callable
 
 import cv2
 import numpy as np

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -162,6 +162,7 @@ class StreamDetector:
             key = (not fits, total if fits else tile_px)
             if best is None or key < best[0]:
                 best = (key, spans, tile_px, total)
+        assert best is not None  # STREAM_TILES_PX is not empty
         _, spans, self._tile_px, total = best
         to_motion = MOTION_SCALE / enlarged.scale
         self._tiles = [_Tile(x, y, (int(x[0] * to_motion), int(y[0] * to_motion), int(math.ceil(x[1] * to_motion)),
@@ -172,7 +173,7 @@ class StreamDetector:
 
     def _choose(self) -> list[_Tile]:
         """Tiles for this frame: overdue (oldest first) and moving ones (most motion first) in turn, else the oldest."""
-        chosen = []
+        chosen: list[_Tile] = []
         while self._credit > 0 and len(chosen) < len(self._tiles):
             rest = [t for t in self._tiles if t not in chosen]
             overdue = [t for t in rest if self.frames - t.last >= self.max_wait_frames]
@@ -199,7 +200,7 @@ class StreamDetector:
         if moved is None or not moved.any():
             return []
         grown = cv2.dilate(moved, np.ones((3, 3), np.uint8))
-        count, _, stats, _ = cv2.connectedComponentsWithStats(grown, connectivity=8)
+        _, _, stats, _ = cv2.connectedComponentsWithStats(grown, connectivity=8)
         boxes = []
         for x, y, w, h, area in stats[1:]:
             side = max(w, h) / MOTION_SCALE

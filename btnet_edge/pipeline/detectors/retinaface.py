@@ -140,7 +140,7 @@ class RetinaFaceDetector(FaceDetector):
             for i, img in enumerate(images):
                 np.subtract(img.transpose(2, 0, 1), mean, out=blob[i, :, :height, :width])  # no temporaries
         if count > 1 and self._given is not None:  # an engine may be built for batch 1: run one by one
-            outs = [self._backend.infer({self._input_name: blob[i:i + 1]}) for i in range(count)]
+            outs = [backend.infer({self._input_name: blob[i:i + 1]}) for i in range(count)]
         else:
             out = backend.infer({self._input_name: blob})
             outs = [{name: value[i:i + 1] for name, value in out.items()} for i in range(count)]
