@@ -104,3 +104,30 @@ def standin_engines(tiny_package, tmp_path_factory) -> Path:
                              "--out", str(out)], capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr
     return out
+
+
+CROWD = FIXTURES / "images" / "unlabeled" / "crowd_t2.jpg"
+
+
+@pytest.fixture(scope="session")
+def crowd_faces(tmp_path_factory):
+    """The ~67 faces of the fixture crowd photo, detected and aligned at 112 (BGR uint8), once per session."""
+    if not CROWD.exists():
+        pytest.skip(f"fixtures absent: {CROWD} (set BTNET_FIXTURES)")
+    import shutil
+
+    from btnet_edge.training.data import load_faces
+
+    folder = tmp_path_factory.mktemp("crowd")
+    shutil.copy(CROWD, folder / CROWD.name)
+    return load_faces([folder]).faces
+
+
+@pytest.fixture(scope="session")
+def crowd_rec(crowd_faces, tmp_path_factory) -> Path:
+    """An insightface-style train.rec/train.idx made from the crowd faces (record 0: the key range)."""
+    from btnet_edge.training.recordio import write_face_dataset
+
+    rec = tmp_path_factory.mktemp("rec") / "train.rec"
+    write_face_dataset(rec, crowd_faces)
+    return rec

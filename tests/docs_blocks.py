@@ -55,6 +55,7 @@ NEEDS = {
     "cpp-build": "the C++ build, from the repository root (tests/test_cpp.py builds and runs it)",
     "ci": "is the test run itself (.ci/run runs it)",
     "long": "minutes of CPU, over the docs test's budget (runs with BTNET_DOCS_LONG=1)",
+    "ms1mv3": "insightface's MS1MV3 (ms1m-retinaface-t1: train.rec/.idx, lfw.bin, cfp_fp.bin, agedb_30.bin)",
 }
 _PIP_PREFIX = re.compile(r"^\s*(?:python3? -m )?pip install [^&|;]*&&\s*")
 _BLOCK_MARKER = re.compile(r"<!--\s*docs-test:\s*(.*?)\s*-->")

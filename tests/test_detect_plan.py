@@ -168,7 +168,7 @@ def test_default_plan_finds_small_faces_in_720p_frames(source_faces) -> None:
     assert np.mean(found[14] + found[20]) >= 0.75 and recall[10] >= 0.5, recall
     assert false_boxes <= 2  # at most one false box per frame on a plain background
     assert np.mean(single_found[10]) < 0.2  # what the enlarged pass adds: at its own size, 10 px faces are lost
-    assert set(detector.pass_seconds) == {"coarse", "enlarged"}
+    assert {"coarse", "enlarged"} <= set(detector.pass_seconds) <= {"coarse", "enlarged", "verify"}
 
 
 @needs_fixtures(*SOURCES)
@@ -212,7 +212,7 @@ def test_eval_detect_cli_on_generated_frames(tmp_path: Path) -> None:
     rows = {r["bucket_px"]: r for r in result["rows"]}
     assert rows["10-16"]["faces"] == 12 and rows["24-40"]["faces"] == 12 and rows["<10"]["faces"] == 0
     assert rows["24-40"]["recall"] >= 0.9
-    assert set(result["ms_per_pass"]) == {"coarse", "enlarged"}
+    assert {"coarse", "enlarged"} <= set(result["ms_per_pass"]) <= {"coarse", "enlarged", "verify"}
     assert result["env"]["plan"]["min_face_px"] == 14
     truths = read_wider(saved / "annotations.txt", saved)  # the saved frames are a WIDER-format set
     assert len(truths) == 1 and len(truths[0].boxes) == 24 and truths[0].path.is_file()

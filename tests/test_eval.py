@@ -103,3 +103,82 @@ def test_eval_ident_small_probes_follow_the_dispatch_policy(mfn_package, split_p
     assert rows[("max", "ceil")]["probe_resolutions"] == {"14": 8}
     assert rows[("max", "near")]["probe_resolutions"] == {"14": 8}
     assert rows[("max", "floor")]["probe_resolutions"] == {"7": 8}
+
+
+def _crops_of_people(size_of):
+    """(identity, file name, BGR crop) for every fixture person's photo: the main face aligned, at size_of(i) px."""
+    import cv2
+
+    from btnet_edge.pipeline.align import align_face
+    from btnet_edge.pipeline.detect import create_detector
+    from btnet_edge.pipeline.image import read_image
+
+    out = []
+    with create_detector() as detector:
+        for person in sorted(p for p in PEOPLE.iterdir() if p.is_dir()):
+            for n, photo in enumerate(sorted(person.iterdir())):
+                image = read_image(photo)
+                best = max(detector.detect(image), key=lambda d: d.width * d.height)
+                size = size_of(len(out))
+                out.append((person.name, n, cv2.resize(align_face(image, best.kps, 112), (size, size),
+                                                       interpolation=cv2.INTER_AREA)))
+    return out
+
+
+@needs_fixtures(PEOPLE)
+def test_eval_ident_reads_the_survface_and_tinyface_protocol_folders(mfn_package, tmp_path):
+    import cv2
+
+    scipy_io = pytest.importorskip("scipy.io")
+    crops = _crops_of_people(lambda i: (24, 12, 40)[i % 3])  # surveillance-sized faces: the image is the face
+    people = sorted({c[0] for c in crops})
+    ids = {name: i + 1 for i, name in enumerate(people)}
+    unmated_person = people[-1]
+    base = tmp_path / "survface" / "Face_Identification_Test_Set"
+    gallery_rows, mated_rows = [], []
+    for name, n, crop in crops:
+        folder = "unmated_probe" if name == unmated_person else "gallery" if n == 0 else "mated_probe"
+        (base / folder).mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(base / folder / f"{name}_{n}.jpg"), crop)
+        if folder != "unmated_probe":
+            (gallery_rows if folder == "gallery" else mated_rows).append((f"{name}_{n}.jpg", ids[name]))
+    for stem, rows in (("gallery", gallery_rows), ("mated_probe", mated_rows)):
+        names = np.empty((len(rows), 1), dtype=object)
+        names[:, 0] = [r[0] for r in rows]
+        scipy_io.savemat(str(base / f"{stem}_img_ID_pairs.mat"),
+                         {f"{stem}_set": names, f"{stem}_ids": np.array([[r[1]] for r in rows], dtype=np.float64)})
+    out = tmp_path / "survface.json"
+    assert main(["eval-ident", str(mfn_package), "--survface", str(tmp_path / "survface"), "--json", str(out),
+                 "--quiet"]) == 0
+    document = json.loads(out.read_text())
+    env = document["env"]
+    assert (env["gallery_identities"], env["gallery_faces"]) == (len(people) - 1, len(people) - 1)
+    assert env["mated_probes"] == len(mated_rows) and env["unmated_probes"] == sum(c[0] == unmated_person
+                                                                                   for c in crops)
+    assert env["probe_face_size_px"] == {"min": 12.0, "max": 40.0}  # the crops' own sizes pick the branches
+    rows = {(r["indicator"], r["rounding"]): r for r in document["rows"]}
+    probe_sizes = [c[2].shape[0] for c in crops if c[0] == unmated_person or c[1] != 0]
+    for rounding, route in (("ceil", {40: "112", 24: "28", 12: "14"}), ("floor", {40: "28", 24: "14", 12: "7"})):
+        expected: dict = {}
+        for size in probe_sizes:
+            expected[route[size]] = expected.get(route[size], 0) + 1
+        assert rows[("max", rounding)]["probe_resolutions"] == expected  # the crop's own size picks the branch
+    assert all(0.0 <= r["auc"] <= 1.0 and r["rank_k"]["20"] == 1.0 for r in rows.values())  # 4 identities: rank 20
+
+    tiny = tmp_path / "tinyface" / "Testing_Set"
+    for name, n, crop in crops:
+        folder = "Gallery_Distractor" if name == unmated_person else "Gallery_Match" if n == 0 else "Probe"
+        (tiny / folder).mkdir(parents=True, exist_ok=True)
+        stem = f"d{n}" if folder == "Gallery_Distractor" else f"{ids[name]}_{n}"
+        cv2.imwrite(str(tiny / folder / f"{stem}.jpg"), crop)
+    out = tmp_path / "tinyface.json"
+    assert main(["eval-ident", str(mfn_package), "--tinyface", str(tmp_path / "tinyface"), "--json", str(out),
+                 "--quiet"]) == 0
+    document = json.loads(out.read_text())
+    distractors = sum(c[0] == unmated_person for c in crops)
+    assert document["env"]["gallery_faces"] == len(people) - 1 + distractors
+    assert document["env"]["unmated_probes"] == 0 and document["env"]["mated_probes"] == len(mated_rows)
+    for row in document["rows"]:
+        assert row["auc"] is None and row["tpir20_at_fpir"]["0.1"] is None
+        ranks = [row["rank_k"][k] for k in ("1", "5", "10", "20")]
+        assert ranks == sorted(ranks) and ranks[-1] == 1.0  # CMC rises; 6 gallery entries: rank 20 finds all

@@ -303,6 +303,13 @@ def cases(package: Path, work: Path, lines: list[tuple] | None = None) -> list[t
         ("compare: size in words", "compare {PKG} {W}/photos/p0.jpg --engines {W}/nothere --sizes big"),
         ("eval-pairs: pairs missing", "eval-pairs {PKG} --pairs {W}/nothere.csv"),
         ("eval-pairs: pairs not a table", "eval-pairs {PKG} --pairs {W}/notes.txt"),
+        ("eval-pairs: .bin missing", "eval-pairs {PKG} --bin {W}/nothere.bin"),
+        ("eval-pairs: .bin not a pickle", "eval-pairs {PKG} --bin {W}/notes.txt"),
+        ("eval-pairs: --pairs and --bin", "eval-pairs {PKG} --pairs {W}/notes.txt --bin {W}/notes.txt"),
+        ("train-branches: --rec missing", "train-branches {PKG} --rec {W}/nothere.rec --out {W}/t --steps 1"),
+        ("train-branches: --rec not RecordIO", "train-branches {PKG} --rec {W}/notes.txt --out {W}/t --steps 1"),
+        ("train-branches: --rec and --images", "train-branches {PKG} --rec {W}/notes.txt --images {W}/photos "
+                                               "--out {W}/t --steps 1"),
         ("eval-ident: folders without identities", "eval-ident {PKG} --gallery-dir {W}/thesis --probes-dir {W}/thesis"),
         ("train-branches: batch size 0", "train-branches {PKG} --images {W}/photos --out {W}/t --batch-size 0"),
         ("train-branches: save every 0", "train-branches {PKG} --images {W}/photos --out {W}/t --save-every 0"),

@@ -66,15 +66,16 @@ def _add(into: StageTimes, times: StageTimes) -> None:
 
 
 def bench_frames(recognizer: Recognizer, inputs: Sequence[str], repeats: int = 5, max_frames: int | None = None,
-                 progress: bool = True) -> list[dict]:
+                 progress: bool = True, stream: bool = True) -> list[dict]:
     """One entry per image or video (plus "all" when there are several), after one untimed warm-up frame each.
 
-    An image is recognized ``repeats`` times; a video's frames (up to ``max_frames``) once each, and
-    their faces go through a Tracker, as `run` does, whose time is reported apart.
+    An image is recognized ``repeats`` times with the still-image plan; a video's frames (up to
+    ``max_frames``) once each, as `run` does: the stream schedule (``stream``; pipeline/stream.py,
+    its detection time in the detect stage) and a Tracker, whose own time is reported apart.
     """
     from tqdm.auto import tqdm
 
-    from ..pipeline.track import Tracker
+    from ..pipeline.stream import video_tracker
 
     entries, overall, faces_all, passes_all, routes_all = [], StageTimes(), Counter(), Counter(), Counter()
     passes = recognizer.detector.pass_seconds
@@ -91,15 +92,17 @@ def bench_frames(recognizer: Recognizer, inputs: Sequence[str], repeats: int = 5
         frames = iter_frames([source], max_frames) if is_video else (first for _ in range(repeats))
         faces: Counter = Counter()
         routes: Counter = Counter()
-        tracker = Tracker(recognizer) if is_video else None
+        tracker = video_tracker(recognizer, stream=stream) if is_video else None
         for frame in frames:
-            found = recognizer.get(frame.image)
-            if tracker is not None:
-                tracker.update(found)
+            found = recognizer.get(frame.image) if tracker is None else tracker.get(frame.image)
             faces.update(face.resolution for face in found)
             routes.update(face.route for face in found)
-        entries.append(stage_report(source, "video" if is_video else "image", recognizer.times, faces, passes, routes,
-                                    None if tracker is None else tracker.seconds))
+        entry = stage_report(source, "video" if is_video else "image", recognizer.times, faces, passes, routes,
+                             None if tracker is None else tracker.seconds)
+        if tracker is not None and tracker.stream is not None:
+            entry["stream"] = {**tracker.stream.describe(*first.image.shape[:2]), "fps_source": first.fps,
+                               "faces_held_unconfirmed": tracker.held}
+        entries.append(entry)
         _add(overall, recognizer.times)
         faces_all.update(faces)
         passes_all.update(passes)
@@ -107,6 +110,20 @@ def bench_frames(recognizer: Recognizer, inputs: Sequence[str], repeats: int = 5
     if len(entries) > 1:
         entries.append(stage_report("all", "all", overall, faces_all, passes_all, routes_all))
     return entries
+
+
+def add_ratios(entries: list[dict], compared: dict[str, list[dict]]) -> None:
+    """Into each default entry: the same source's time per frame under each compared run, and the ratio."""
+    for name, others in compared.items():
+        by_source = {e["source"]: e for e in others}
+        for entry in entries:
+            other = by_source.get(entry["source"])
+            if other is None:
+                continue
+            ours, theirs = entry["ms_per_frame"]["total"], other["ms_per_frame"]["total"]
+            entry.setdefault("compared", {})[name] = {
+                "ms_per_frame": theirs, "faces_per_frame": other["faces_per_frame"], "fps": other["fps"],
+                "ratio": round(ours / theirs, 3) if theirs else None}
 
 
 def bench_mixed(package: ModelPackage, make_backend: Callable[[str], Backend], plan: TimingPlan,

@@ -54,6 +54,30 @@ def format_frames(entries: Sequence[dict]) -> str:
             rows = [(Path(e["source"]).name, f"{e['track_ms_per_frame']:.3f}",
                      f"{e['track_ms_per_frame'] / max(e['ms_per_frame']['total'], 1e-9):.2%}") for e in tracked]
             out.append(_table(("video", "tracking ms per frame", "of recognition"), rows))
+        compared = sorted({name for e in staged for name in e.get("compared", {})})
+        if compared:
+            rows = []
+            for e in staged:
+                cells = []
+                for name in compared:
+                    c = e.get("compared", {}).get(name)
+                    if c is None:
+                        cells += ["-", "-"]
+                        continue
+                    cells += [f"{c['ms_per_frame']:.1f} ({c['faces_per_frame']:.1f} faces)",
+                              "-" if c["ratio"] is None else f"{c['ratio']:.2f}x"]
+                rows.append((Path(e["source"]).name, f"{e['ms_per_frame']['total']:.1f} ({e['faces_per_frame']:.1f} "
+                             "faces)", *cells))
+            head = ("source", "default ms")
+            for name in compared:
+                head += (f"{name} ms", f"default / {name}")
+            out.append(_table(head, rows))
+        streams = [e for e in staged if e.get("stream", {}).get("enlarged_pass")]
+        if streams:
+            from ..pipeline.stream import wait_text
+
+            for e in streams:
+                out.append(f"{Path(e['source']).name}: {wait_text({**e['stream'], 'fps': e['stream']['fps_source']})}")
     for e in entries:
         if e["kind"] == "mixed":
             faces = ", ".join(f"{n} x {r} px" for r, n in e["faces_by_resolution"].items())

@@ -56,6 +56,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     frames.add_argument("--mixed-faces", type=int, default=2,
                         help="faces per resolution in the synthetic mixed frame (default 2)")
     frames.add_argument("--no-mixed", action="store_true", help="skip the synthetic mixed-resolution frame")
+    frames.add_argument("--no-compare", action="store_true",
+                        help="time only the default: no coarse-only (--min-face 0) run, no insightface run")
+    frames.add_argument("--peer-detector", type=Path, metavar="SCRFD_ONNX",
+                        help="also time insightface's own detector (this SCRFD file, det_size 640; needs the peer "
+                             "extra) with the same recognizer on the same frames")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_runtime_options(p)
     p.set_defaults(run=run)
@@ -63,7 +68,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..bench.env import describe_environment, physical_cores
-    from ..bench.frames import bench_frames, bench_mixed
+    from ..bench.frames import add_ratios, bench_frames, bench_mixed
+    from ..bench.peer import bench_peer
     from ..bench.per_resolution import bench_resolutions, check_request
     from ..bench.report import format_env, format_frames, format_rows, plot_rows, write_json
     from ..bench.timing import TimingPlan
@@ -100,8 +106,21 @@ def run(args: argparse.Namespace) -> int:
         from .options import recognizer_from_args
 
         with recognizer_from_args(args) as recognizer:
-            frames[:0] = bench_frames(recognizer, args.frames, repeats=plan.repeats, max_frames=args.max_frames,
-                                      progress=not args.quiet)
+            staged = bench_frames(recognizer, args.frames, repeats=plan.repeats, max_frames=args.max_frames,
+                                  progress=not args.quiet)
+        if not args.no_compare:
+            compared = {}
+            if recognizer.detector.plan.min_face_px:  # the same frames with one coarse pass: what the default costs
+                coarse_args = argparse.Namespace(**{**vars(args), "min_face": 0.0})
+                with recognizer_from_args(coarse_args) as coarse:
+                    compared["coarse_only"] = bench_frames(coarse, args.frames, repeats=plan.repeats,
+                                                           max_frames=args.max_frames, progress=not args.quiet)
+            peer = bench_peer(lambda: recognizer_from_args(args), args.peer_detector, args.frames, plan.repeats,
+                              args.max_frames)
+            if peer is not None:
+                compared["insightface"] = peer
+            add_ratios(staged, compared)
+        frames[:0] = staged
     document = {"env": env, "rows": [row.to_json() for row in rows], "frames": frames}
     to_stdout = args.json is not None and str(args.json) == "-"
     if not to_stdout:

@@ -111,6 +111,13 @@ def add_detector_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-side", type=positive_int,
                        help="no detection pass on an image longer than this (px, default 4800): bounds the cost on 4K "
                             "frames")
+    group.add_argument("--det-budget", type=positive_float, metavar="PASSES",
+                       help="video and camera frames: the enlarged pass's work per frame, in coarse passes (default "
+                            "1.0: 720p at <= 2.5x the --min-face 0 cost); its tiles are spread over frames to fit")
+    group.add_argument("--no-second-look", action="store_true",
+                       help="keep boxes only the enlarged pass found without looking again at larger sizes")
+    group.add_argument("--no-face-cues", action="store_true",
+                       help="keep boxes only the enlarged pass found without the landmark-layout and contrast checks")
 
 
 def add_eval_runtime_options(parser: argparse.ArgumentParser) -> None:
@@ -143,6 +150,12 @@ def det_plan_from_args(args: argparse.Namespace):
         fields["min_face_px"] = args.min_face if args.min_face > 0 else None
     if args.det_tile is not None:
         fields["tile"] = args.det_tile or None
+    if getattr(args, "det_budget", None) is not None:
+        fields["stream_budget"] = args.det_budget
+    if getattr(args, "no_second_look", False):
+        fields["second_look"] = False
+    if getattr(args, "no_face_cues", False):
+        fields["face_cues"] = False
     return DetectPlan(**fields) if fields else None
 
 

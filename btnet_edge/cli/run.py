@@ -1,7 +1,9 @@
 """btnet-edge run: recognize faces in images, folders, videos or a camera; JSON and annotated output.
 
-Video and camera frames go through a Tracker (pipeline/track.py): faces get track ids and
-the track's identity. With no ``--json`` file a short summary is printed instead of the results.
+Video and camera frames go through a Tracker (pipeline/track.py) with the stream detection
+schedule (pipeline/stream.py): faces get track ids and the track's identity, and a face is
+reported once its track has two detections; the summary says how long a new face may wait.
+With no ``--json`` file a short summary is printed instead of the results.
 Work survives bad inputs: every readable input is processed, each unreadable one is
 reported (stderr and the JSON's ``errors``) and the exit status is non-zero at the
 end; on Ctrl-C or a failure the results so far are still written.
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from ..gallery import Gallery
     from ..pipeline.draw import draw_faces
     from ..pipeline.sources import count_frames, expand_inputs, iter_frames
-    from ..pipeline.track import Tracker
+    from ..pipeline.stream import video_tracker
     from ..safe_io import check_file_target, refuse_inputs_as_target
     from .drawn import DrawnOutputs
     from .run_output import JsonLines, RunSummary
@@ -95,10 +97,12 @@ def run(args: argparse.Namespace) -> int:
             tracker = None  # one per video or camera: tracks never cross sources
             try:
                 for frame in iter_frames([item], args.max_frames, args.stride):
-                    faces = recognizer.get(frame.image)
-                    if frame.index is not None and not args.no_track:
-                        tracker = tracker or Tracker(recognizer, frame_step=args.stride)
-                        faces = tracker.update(faces)
+                    if frame.index is not None and not args.no_track:  # video: the stream schedule, tracks
+                        tracker = tracker or video_tracker(recognizer, frame_step=args.stride)
+                        faces = tracker.get(frame.image)
+                        summary.stream(frame.source, tracker.stream, frame.image.shape[:2], frame.fps)
+                    else:
+                        faces = recognizer.get(frame.image)
                     entry = {"path": frame.source, "faces": [f.to_json() for f in faces]}
                     if frame.index is not None:
                         entry["frame"] = frame.index

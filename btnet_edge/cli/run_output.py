@@ -17,6 +17,7 @@ from typing import IO
 
 from ..errors import OutputError
 from ..pipeline.face import Face
+from ..pipeline.stream import wait_text
 from ..safe_io import check_file_target, refuse_inputs_as_target
 
 
@@ -56,6 +57,15 @@ class RunSummary:
         self.per_identity: Counter = Counter()
         self.tracks: dict[str, set] = defaultdict(set)
         self.track_ids: set = set()
+        self.schedules: dict[str, dict] = {}
+
+    def stream(self, source: str, schedule, shape: tuple[int, int], fps: float | None) -> None:
+        """Note the stream schedule a video ran with (once per source): how long a new face may wait."""
+        if schedule is None or source in self.schedules:
+            return
+        info = dict(schedule.describe(*shape))
+        info["fps"] = fps
+        self.schedules[source] = info
 
     def add(self, source: str, faces: Sequence[Face]) -> None:
         self.frames += 1
@@ -73,7 +83,8 @@ class RunSummary:
         return {"frames": self.frames, "faces": self.faces, "tracks": len(self.track_ids),
                 "per_identity": {name: {"faces": n, "tracks": len(self.tracks.get(name, ()))}
                                  for name, n in self.per_identity.most_common()},
-                "seconds": round(seconds, 3), "fps": round(self.frames / seconds, 3) if seconds > 0 else None}
+                "seconds": round(seconds, 3), "fps": round(self.frames / seconds, 3) if seconds > 0 else None,
+                "stream_schedules": self.schedules}
 
     def format(self) -> str:
         data = self.to_json()
@@ -82,4 +93,7 @@ class RunSummary:
         for name, counts in data["per_identity"].items():
             in_tracks = f" in {counts['tracks']} track(s)" if counts["tracks"] else ""
             lines.append(f"  {name}: {counts['faces']} faces{in_tracks}")
+        for source, info in self.schedules.items():
+            lines.append(f"  {Path(source).name}: {wait_text(info)}")
         return "\n".join(lines)
+

@@ -25,6 +25,7 @@ from ..pipeline.dispatch import INDICATORS, ROUNDINGS, choose_resolution, face_s
 from ..pipeline.face import Face
 from ..pipeline.image import read_image
 from ..pipeline.preprocess import l2_normalize
+from ..pipeline.sources import IMAGE_SUFFIXES
 from . import metrics
 from .pairs import identity_folders
 
@@ -44,6 +45,81 @@ class FaceRecord:
     kps: np.ndarray
     width: float
     height: float
+    crop: bool = False  # the image is the face (QMUL-SurvFace, TinyFace): resized, not aligned
+
+
+UNMATED = "\0unmated"  # identity of unmated probes (no gallery identity can have it)
+
+
+def _crop_record(path: Path, identity: str) -> FaceRecord | None:
+    data = np.fromfile(path, dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        log.warning("cannot decode %s: left out", path)
+        return None
+    h, w = image.shape[:2]
+    return FaceRecord(str(path), identity, image, np.zeros((5, 2)), float(w), float(h), crop=True)
+
+
+def _mat_list(path: Path, names_key: str, ids_key: str) -> list[tuple[str, str]]:
+    """(file name, identity) pairs from a QMUL-SurvFace ``*_img_ID_pairs.mat``."""
+    from .._deps import require
+
+    require("scipy")  # pip install scipy: only QMUL-SurvFace's .mat lists need it
+    from scipy.io import loadmat
+
+    if not path.is_file():
+        raise InputImageError(f"{path} not found: QMUL-SurvFace's Face_Identification_Test_Set holds it")
+    try:
+        meta = loadmat(str(path))
+        names = [str(np.asarray(v).reshape(-1)[0]) for v in meta[names_key].reshape(-1)]
+        ids = [str(int(v)) for v in np.asarray(meta[ids_key]).reshape(-1)]
+    except Exception as exc:  # another layout, a v7.3 (HDF5) file, damage
+        raise InputImageError(f"{path}: expected the arrays {names_key} and {ids_key} ({type(exc).__name__}: {exc})") \
+            from None
+    if len(names) != len(ids):
+        raise InputImageError(f"{path}: {len(names)} images for {len(ids)} ids")
+    return list(zip(names, ids))
+
+
+def survface_sets(root: str | Path) -> tuple[list[FaceRecord], list[FaceRecord]]:
+    """(gallery, probes) of QMUL-SurvFace's 1:N protocol: ``Face_Identification_Test_Set/`` with ``gallery/``,
+    ``mated_probe/``, ``unmated_probe/`` and the two ``*_img_ID_pairs.mat`` files (as the authors read them)."""
+    base = Path(root) / "Face_Identification_Test_Set"
+    if not base.is_dir():
+        base = Path(root)
+    for folder in ("gallery", "mated_probe", "unmated_probe"):
+        if not (base / folder).is_dir():
+            raise InputImageError(f"{base / folder} is not a folder: give the QMUL-SurvFace root (the folder holding "
+                                  "Face_Identification_Test_Set/)")
+    gallery = [_crop_record(base / "gallery" / name, ident)
+               for name, ident in _mat_list(base / "gallery_img_ID_pairs.mat", "gallery_set", "gallery_ids")]
+    mated = [_crop_record(base / "mated_probe" / name, ident) for name, ident in
+             _mat_list(base / "mated_probe_img_ID_pairs.mat", "mated_probe_set", "mated_probe_ids")]
+    unmated = [_crop_record(p, UNMATED) for p in sorted((base / "unmated_probe").iterdir())
+               if p.suffix.lower() in IMAGE_SUFFIXES]
+    return [r for r in gallery if r], [r for r in mated + unmated if r]
+
+
+def tinyface_sets(root: str | Path) -> tuple[list[FaceRecord], list[FaceRecord]]:
+    """(gallery, probes) of TinyFace's 1:N protocol: ``Testing_Set/`` with ``Gallery_Match/``, ``Probe/`` (files
+    ``<identity>_<n>.jpg``) and ``Gallery_Distractor/`` (each distractor a gallery entry of its own)."""
+    base = Path(root) / "Testing_Set"
+    if not base.is_dir():
+        base = Path(root)
+    for folder in ("Gallery_Match", "Probe"):
+        if not (base / folder).is_dir():
+            raise InputImageError(f"{base / folder} is not a folder: give the TinyFace root (the folder holding "
+                                  "Testing_Set/)")
+
+    def listed(folder: str) -> list[Path]:
+        path = base / folder
+        return sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else []
+
+    gallery = [_crop_record(p, p.stem.split("_")[0]) for p in listed("Gallery_Match")]
+    gallery += [_crop_record(p, f"\0distractor/{p.stem}") for p in listed("Gallery_Distractor")]
+    probes = [_crop_record(p, p.stem.split("_")[0]) for p in listed("Probe")]
+    return [r for r in gallery if r], [r for r in probes if r]
 
 
 def collect_faces(recognizer, root: str | Path, face_px: float | None = None,
@@ -91,10 +167,18 @@ class _Embedder:
             if (i, r) not in self.cache:
                 todo.setdefault(r, []).append(i)
         for r, indices in todo.items():
-            crops = np.stack([align_face(self.records[i].image, self.records[i].kps, r) for i in indices])
+            crops = np.stack([_at(self.records[i], r) for i in indices])
             for i, emb in zip(indices, self.recognizer.embed(crops, r)):
                 self.cache[(i, r)] = emb
         return np.stack([self.cache[(i, r)] for i, r in enumerate(resolutions)])
+
+
+def _at(record: FaceRecord, size: int) -> np.ndarray:
+    """The face at ``size`` px: aligned from the photo, or the crop resized (area down, cubic up)."""
+    if not record.crop:
+        return align_face(record.image, record.kps, size)
+    larger = max(record.image.shape[:2]) > size
+    return cv2.resize(record.image, (size, size), interpolation=cv2.INTER_AREA if larger else cv2.INTER_CUBIC)
 
 
 def _resolutions(records: Sequence[FaceRecord], all_resolutions: Sequence[int], indicator: str,
@@ -103,12 +187,16 @@ def _resolutions(records: Sequence[FaceRecord], all_resolutions: Sequence[int], 
 
 
 def evaluate_ident(recognizer, gallery: Sequence[FaceRecord], probes: Sequence[FaceRecord],
-                   fpirs: Sequence[float] = FPIR_TARGETS) -> dict:
-    """One row per indicator x rounding policy, with the counts behind them."""
+                   fpirs: Sequence[float] = FPIR_TARGETS, closed_set: bool = False) -> dict:
+    """One row per indicator x rounding policy, with the counts behind them.
+
+    ``closed_set`` (TinyFace, whose probes all have a mate): without unmated probes the
+    open-set figures are None and the rows carry rank-1/5/10/20 identification rates (CMC).
+    """
     names = sorted({f.identity for f in gallery})
     mated = [f for f in probes if f.identity in names]
     unmated = [f for f in probes if f.identity not in names]
-    if not gallery or not mated or not unmated:
+    if not gallery or not mated or (not unmated and not closed_set):
         raise InputImageError(f"open-set identification needs gallery faces, mated and unmated probes; found "
                               f"{len(gallery)} gallery, {len(mated)} mated and {len(unmated)} unmated (a probe is "
                               "unmated when its identity has no gallery folder)")
@@ -116,7 +204,7 @@ def evaluate_ident(recognizer, gallery: Sequence[FaceRecord], probes: Sequence[F
     searches = list(mated) + list(unmated)
     gallery_embedder, probe_embedder = _Embedder(recognizer, gallery), _Embedder(recognizer, searches)
     resolutions = recognizer.manifest.resolutions
-    rows = []
+    rows: list[dict] = []
     for indicator in INDICATORS:
         for rounding in ROUNDINGS:
             g_res = _resolutions(gallery, resolutions, indicator, rounding)
@@ -126,9 +214,18 @@ def evaluate_ident(recognizer, gallery: Sequence[FaceRecord], probes: Sequence[F
             prototypes = l2_normalize(np.stack([g_emb[owners == n].mean(axis=0) for n in names]))
             similarity = probe_embedder.get(p_res) @ prototypes.T
             sim_mated, sim_unmated = similarity[: len(mated)], similarity[len(mated):]
-            fpir, tpir, _ = metrics.open_set_curve(sim_mated, true_index, sim_unmated, rank=TABLE_RANK)
             used = {str(r): p_res.count(r) for r in resolutions if p_res.count(r)}
-            rows.append({
+            mate = sim_mated[np.arange(len(mated)), true_index]
+            place = (sim_mated > mate[:, None]).sum(axis=1)  # how many gallery entries score above the mate
+            cmc = {str(k): round(float(np.mean(place < k)), 6) for k in (1, 5, 10, 20)}
+            if not unmated:
+                rows.append({"indicator": indicator, "rounding": rounding,
+                             "tpir20_at_fpir": {str(t): None for t in fpirs}, "auc": None,
+                             "tpir1_at_fpir": {str(t): None for t in fpirs}, "rank_k": cmc,
+                             "probe_resolutions": used})
+                continue
+            fpir, tpir, _ = metrics.open_set_curve(sim_mated, true_index, sim_unmated, rank=TABLE_RANK)
+            rows.append({"rank_k": cmc,
                 "indicator": indicator, "rounding": rounding,
                 "tpir20_at_fpir": {str(t): round(metrics.tpir_at_fpir(sim_mated, true_index, sim_unmated, t,
                                                                       TABLE_RANK), 6) for t in fpirs},
@@ -149,8 +246,19 @@ def format_table(rows: Sequence[dict]) -> str:
     fpirs = list(rows[0]["tpir20_at_fpir"]) if rows else []
     head = ["indicator", "rounding"] + [f"TPIR20@FPIR={f}" for f in fpirs] + ["AUC"] + [f"TPIR1@{f}" for f in fpirs]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    def pct(value) -> str:
+        return "n/a" if value is None else f"{100 * value:.2f}"
+
+    if rows and rows[0]["auc"] is None:  # closed set (TinyFace): rank-k identification rates
+        ranks = list(rows[0]["rank_k"])
+        head = ["indicator", "rounding"] + [f"rank-{k}" for k in ranks]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for row in rows:
+            lines.append("| " + " | ".join([row["indicator"], row["rounding"]]
+                                           + [pct(row["rank_k"][k]) for k in ranks]) + " |")
+        return "\n".join(lines)
     for row in rows:
-        cells = [row["indicator"], row["rounding"]] + [f"{100 * row['tpir20_at_fpir'][f]:.2f}" for f in fpirs]
-        cells += [f"{100 * row['auc']:.2f}"] + [f"{100 * row['tpir1_at_fpir'][f]:.2f}" for f in fpirs]
+        cells = [row["indicator"], row["rounding"]] + [pct(row["tpir20_at_fpir"][f]) for f in fpirs]
+        cells += [pct(row["auc"])] + [pct(row["tpir1_at_fpir"][f]) for f in fpirs]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

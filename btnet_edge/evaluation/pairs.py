@@ -167,13 +167,7 @@ def evaluate_pairs(recognizer, pairs: Sequence[Pair], resolutions: Sequence[int]
     """Rows of the contract (one per resolution pair and method), curves for the ROC plot, skipped images."""
     from tqdm.auto import tqdm
 
-    if any(not 2 <= r <= TRUNK_SIZE for r in resolutions):
-        raise ConfigError(f"resolutions should lie between 2 and {TRUNK_SIZE} px, found {list(resolutions)}")
-    bad = [r for r in resolutions if r != TRUNK_SIZE and r not in recognizer.manifest.resolutions]
-    routed = {r: default_method(recognizer, r) for r in resolutions if r != TRUNK_SIZE}
-    if bad and "branch" in methods:
-        raise ConfigError(f"package has no branch for {bad} px (it has {recognizer.manifest.resolutions}); "
-                          "choose --resolutions among those or use --method upsample")
+    routed = check_resolutions(recognizer, resolutions, methods)
     paths = sorted({p for pair in pairs for p in (pair.img1, pair.img2)})
     faces: dict[Path, np.ndarray] = {}
     skipped = []
@@ -193,6 +187,25 @@ def evaluate_pairs(recognizer, pairs: Sequence[Pair], resolutions: Sequence[int]
     stack = np.stack(list(faces.values()))
     first = np.array([index[p.img1] for p in kept])
     second = np.array([index[p.img2] for p in kept])
+    rows, curves = score_pairs(recognizer, stack, first, second, labels, resolutions, methods, folds)
+    return {"rows": rows, "curves": curves, "skipped_images": skipped, "faces": len(faces),
+            "default_routes": {str(r): route for r, route in routed.items()}}
+
+
+def check_resolutions(recognizer, resolutions: Sequence[int], methods: Sequence[str]) -> dict[int, str]:
+    """The default route of each resolution; errors for resolutions out of range or without a branch."""
+    if any(not 2 <= r <= TRUNK_SIZE for r in resolutions):
+        raise ConfigError(f"resolutions should lie between 2 and {TRUNK_SIZE} px, found {list(resolutions)}")
+    bad = [r for r in resolutions if r != TRUNK_SIZE and r not in recognizer.manifest.resolutions]
+    if bad and "branch" in methods:
+        raise ConfigError(f"package has no branch for {bad} px (it has {recognizer.manifest.resolutions}); "
+                          "choose --resolutions among those or use --method upsample")
+    return {r: default_method(recognizer, r) for r in resolutions if r != TRUNK_SIZE}
+
+
+def score_pairs(recognizer, stack: np.ndarray, first: np.ndarray, second: np.ndarray, labels: np.ndarray,
+                resolutions: Sequence[int], methods: Sequence[str], folds: int = 10) -> tuple[list, list]:
+    """Rows and ROC curves for pairs (stack[first[i]], stack[second[i]]) of 112 px aligned faces."""
     cache: dict[tuple[int, str], np.ndarray] = {}
 
     def embeddings(resolution: int, method: str) -> np.ndarray:
@@ -217,7 +230,7 @@ def evaluate_pairs(recognizer, pairs: Sequence[Pair], resolutions: Sequence[int]
                 "auc": round(metrics.curve_auc(far, tar), 6),
                 "tar_at_far": {f"{t:.0e}".replace("e-0", "e-"): round(metrics.tar_at_far(scores, labels, t), 6)
                                for t in FAR_TARGETS},
-                "pairs": len(kept), "same_pairs": int(labels.sum()),
+                "pairs": len(labels), "same_pairs": int(labels.sum()),
                 # how close the same face lands to its own 112 px embedding: no labels, less noise than pairs
                 "same_face_cosine": round(float(np.mean(np.sum(embeddings(TRUNK_SIZE, method)
                                                                * embeddings(res_b, method), axis=1))), 6),
@@ -225,7 +238,27 @@ def evaluate_pairs(recognizer, pairs: Sequence[Pair], resolutions: Sequence[int]
                 "mean_score_different": round(float(scores[~labels].mean()), 6),
             })
             curves.append({"res_a": res_a, "res_b": res_b, "method": method, "far": far, "tar": tar})
-    return {"rows": rows, "curves": curves, "skipped_images": skipped, "faces": len(faces),
+    return rows, curves
+
+
+def evaluate_bin(recognizer, bin_path: str | Path, resolutions: Sequence[int], methods: Sequence[str] = METHODS,
+                 folds: int = 10) -> dict:
+    """The rows of :func:`evaluate_pairs` for an insightface .bin (aligned 112 crops, pairs 2i and 2i+1)."""
+    from .bin_pairs import decode_faces, read_bin
+
+    bin_path = Path(bin_path)
+    routed = check_resolutions(recognizer, resolutions, methods)
+    images, issame = read_bin(bin_path)
+    labels = np.asarray(issame, dtype=bool)
+    if len(labels) < folds or labels.all() or not labels.any():
+        raise InputImageError(f"{bin_path}: {len(labels)} pairs ({int(labels.sum())} same); need at least {folds} "
+                              "with both same and different pairs")
+    stack = decode_faces(images, bin_path)
+    first, second = np.arange(0, len(stack), 2), np.arange(1, len(stack), 2)
+    rows, curves = score_pairs(recognizer, stack, first, second, labels, resolutions, methods, folds)
+    for row in rows:
+        row["set"] = bin_path.stem
+    return {"rows": rows, "curves": curves, "skipped_images": [], "faces": len(stack),
             "default_routes": {str(r): route for r, route in routed.items()}}
 
 

@@ -96,3 +96,34 @@ def plot_track_buckets(result: dict, out: str | Path) -> Path:
     axes.set_title(f"synthetic walking clip, {result['frames']} frames")
     axes.legend()
     return save_figure(figure, out, "track plot")
+
+
+def plot_training(history: Sequence[dict], timing: Sequence[dict], out: str | Path,
+                  title: str = "train-branches") -> Path:
+    """train-branches' curves: each branch's feature and embedding MSE per step, and faces/s over the run."""
+    require("matplotlib", extra="plot")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10.0, 3.8), dpi=110)
+    FigureCanvasAgg(figure)
+    losses, speed = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
+    steps = np.arange(1, len(history) + 1)
+    keys = sorted({k for row in history for k in row if not k.startswith("cosine")},
+                  key=lambda k: (-int(k.rsplit("_", 1)[1]), k))
+    for index, key in enumerate(keys):
+        kind, r = key.rsplit("_", 1)
+        losses.plot(steps, [row.get(key, np.nan) for row in history], color=f"C{index // 2}",
+                    linestyle="-" if kind == "feature" else "--", label=f"{r} px {kind}")
+    losses.set_yscale("log")
+    losses.set_xlabel("step")
+    losses.set_ylabel("MSE")
+    losses.grid(True, alpha=0.3)
+    losses.legend(fontsize=7)
+    if timing:
+        speed.plot([t["step"] for t in timing], [t["faces_per_s"] for t in timing], marker="o")
+    speed.set_xlabel("step")
+    speed.set_ylabel("faces / s (all processes)")
+    speed.grid(True, alpha=0.3)
+    figure.suptitle(title, fontsize=11)
+    return save_figure(figure, out, "training plot")

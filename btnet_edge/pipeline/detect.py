@@ -22,7 +22,8 @@ import numpy as np
 
 from ..errors import ConfigError
 from .detect_plan import PLAN_OPTIONS, DetectPlan, fit_passes, fragments, run_pass
-from .detectors._nms import nms
+from .detect_verify import SURE_SCORE, face_cues, second_look
+from .detectors._nms import box_iou, nms
 from .image import check_bgr_image
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 DEFAULT_DETECTOR = "retinaface"
 DETECTOR_KINDS = ("retinaface", "scrfd", "yunet")
 TILE_CONTAINMENT = 0.7  # a box this much inside a better one is the same face seen at another scale or tile
+VERIFY_COARSE_IOU = 0.3  # an enlarged-pass box overlapping a coarse-pass box this much needs no second look
 _MAX_CANDIDATES = 5000  # before NMS: bounds its cost on pathological frames
 _OPTIONS = {  # per family: the keyword options its class takes besides FaceDetector's
     "retinaface": (),
@@ -119,23 +121,65 @@ class FaceDetector(ABC):
         limits = self.input_limits()
         if limits is not None:  # an engine's profile: tile or shrink passes to its max (min is padded to)
             passes = fit_passes(passes, img.shape[0], img.shape[1], limits[1])
-        parts = []
+        coarse: list[Candidates] = []
+        enlarged: list[Candidates] = []
         for step in passes:
             start = time.perf_counter()
-            parts.append(run_pass(self._candidates, img, step))
+            (enlarged if step.name == "enlarged" else coarse).append(run_pass(self._candidates, img, step))
             self.pass_seconds[step.name] += time.perf_counter() - start
-        found = Candidates.concat(parts)
-        if len(found.scores) > _MAX_CANDIDATES:
-            found = found.take(np.argsort(-found.scores, kind="stable")[:_MAX_CANDIDATES])
         merged = len(passes) > 1 or any(step.tile for step in passes)
-        found = found.take(nms(found.boxes, found.scores, self.nms_threshold, TILE_CONTAINMENT if merged else None))
+        return self.merge(img, Candidates.concat(coarse), Candidates.concat(enlarged), merged)
+
+    def merge(self, img: np.ndarray, coarse: Candidates, enlarged: Candidates, merged: bool = True,
+              trusted: np.ndarray | None = None) -> list[Detection]:
+        """One list of faces from the passes' candidates: NMS, fragments, then the checks of enlarged-only boxes.
+
+        Shared by :meth:`detect` and the stream schedule (pipeline/stream.py), so stills and video
+        frames keep the same rules. ``trusted``: boxes (N, 4) already checked (a video's tracks):
+        enlarged-pass boxes on them need no new check, as those on a coarse-pass box.
+        """
+        found = Candidates.concat([coarse, enlarged])
+        from_enlarged = np.arange(len(found.scores)) >= len(coarse.scores)
+        if len(found.scores) > _MAX_CANDIDATES:
+            order = np.argsort(-found.scores, kind="stable")[:_MAX_CANDIDATES]
+            found, from_enlarged = found.take(order), from_enlarged[order]
+        keep = nms(found.boxes, found.scores, self.nms_threshold, TILE_CONTAINMENT if merged else None)
+        found, from_enlarged = found.take(keep), from_enlarged[keep]
         if merged:
-            found = found.take(~fragments(found.boxes))
+            keep = ~fragments(found.boxes)
+            found, from_enlarged = found.take(keep), from_enlarged[keep]
+        seen = coarse.boxes if trusted is None or not len(trusted) else np.concatenate([coarse.boxes, trusted])
+        found = self._verify(img, found, from_enlarged, seen)
         return [_detection(b, k, s) for b, k, s in zip(found.boxes, found.kps, found.scores)]
 
     def input_limits(self) -> tuple[tuple[int, int], tuple[int, int]] | None:
         """((min_h, min_w), (max_h, max_w)) of the input the detector takes (an engine's profile), None if any."""
         return None
+
+    def _verify(self, img: np.ndarray, found: Candidates, from_enlarged: np.ndarray,
+                coarse_boxes: np.ndarray) -> Candidates:
+        """``found`` less the enlarged-only boxes that fail the landmark or second-look checks (detect_verify.py)."""
+        doubtful = from_enlarged.copy()
+        for i in np.flatnonzero(doubtful):
+            if len(coarse_boxes) and (box_iou(found.boxes[i], coarse_boxes) >= VERIFY_COARSE_IOU).any():
+                doubtful[i] = False  # the coarse pass saw it too
+        if not doubtful.any() or not (self.plan.face_cues or self.plan.second_look):
+            return found
+        start = time.perf_counter()
+        keep = np.ones(len(found.scores), bool)
+        index = np.flatnonzero(doubtful)
+        if self.plan.face_cues:
+            keep[index] = face_cues(img, found.boxes[index], found.kps[index])
+            index = index[keep[index]]
+        index = index[found.scores[index] < SURE_SCORE]
+        if self.plan.second_look and index.size:
+            keep[index] = second_look(self._candidates_batch, img, found.boxes[index], found.kps[index])
+        self.pass_seconds["verify"] += time.perf_counter() - start
+        return found.take(keep)
+
+    def _candidates_batch(self, images: list[np.ndarray]) -> list[Candidates]:
+        """``_candidates`` of several images of one shape; families whose graph takes a batch run it once."""
+        return [self._candidates(np.ascontiguousarray(image)) for image in images]
 
     @abstractmethod
     def _candidates(self, img: np.ndarray) -> Candidates:

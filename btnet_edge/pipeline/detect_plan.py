@@ -38,7 +38,9 @@ DOUBT_SCORE = 0.7  # enlarged-pass boxes the coarse pass should have seen need t
 FRAGMENT_SIDE_RATIO = 4.0  # a box this many times smaller than a face it overlaps ...
 FRAGMENT_OVERLAP = 0.3  # ... by this share of its own area is a piece of that face (hair, ear), not a face
 FRAGMENT_MARGIN = 0.1  # the larger face's box grown by this share of its side: hair and ears lie there
-PLAN_OPTIONS = ("det_size", "min_face_px", "upscale", "tile", "max_side")
+PLAN_OPTIONS = ("det_size", "min_face_px", "upscale", "tile", "max_side", "second_look", "face_cues",
+                "stream_budget")
+DEFAULT_STREAM_BUDGET = 1.0  # enlarged-pass pixels per video frame, in coarse passes: 720p at <= 2.5x coarse-only
 
 
 class DetectPass(NamedTuple):
@@ -64,6 +66,10 @@ class DetectPlan:
     the enlarged pass's factor, None to derive it from ``min_face_px``. ``tile``: tile side
     of the enlarged pass (px), None for one piece. ``max_side``: no pass is run on an
     image longer than this (px); it bounds compute on 4K frames at the cost of small faces.
+    ``second_look`` and ``face_cues``: boxes only the enlarged pass found must be found again
+    at larger sizes, and have a face's landmark layout and contrast (pipeline/detect_verify.py).
+    ``stream_budget``: on video (pipeline/stream.py), the enlarged pass's pixels per frame as a
+    multiple of the coarse pass's; its tiles are spread over frames to fit.
     """
 
     det_size: int = 640
@@ -71,6 +77,9 @@ class DetectPlan:
     upscale: float | None = None
     tile: int | None = 1920
     max_side: int | None = 4800
+    second_look: bool = True
+    face_cues: bool = True
+    stream_budget: float = DEFAULT_STREAM_BUDGET
 
     def __post_init__(self) -> None:
         if not isinstance(self.det_size, int) or self.det_size < 64:
@@ -85,6 +94,13 @@ class DetectPlan:
             raise ConfigError(f"tile={self.tile!r} must be an int >= 256 (px, e.g. 1920), or None for no tiling")
         if self.max_side is not None and (not isinstance(self.max_side, int) or self.max_side < 64):
             raise ConfigError(f"max_side={self.max_side!r} must be an int >= 64 (px), or None for no cap")
+        for name in ("second_look", "face_cues"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be True or False")
+        budget = self.stream_budget
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0.05 <= budget <= 1000:
+            raise ConfigError(f"stream_budget={budget!r} must be a number of coarse passes per frame between 0.05 "
+                              f"and 1000 (default {DEFAULT_STREAM_BUDGET}; CLI: --det-budget)")
 
     def passes(self, height: int, width: int) -> list[DetectPass]:
         long_side = max(height, width)
@@ -167,20 +183,32 @@ def run_pass(find: Callable, img: np.ndarray, step: DetectPass):
         found = find(scaled)
     else:
         parts = []
-        for y0, y1, core_y0, core_y1 in tile_spans(height, tile_h, step.overlap):
-            for x0, x1, core_x0, core_x1 in tile_spans(width, step.tile, step.overlap):
+        for y_span in tile_spans(height, tile_h, step.overlap):
+            for x_span in tile_spans(width, step.tile, step.overlap):
+                x0, x1 = x_span[:2]
+                y0, y1 = y_span[:2]
                 part = find(np.ascontiguousarray(scaled[y0:y1, x0:x1])).scaled(1.0, x0, y0)
-                b = part.boxes
-                cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
-                keep = (cx >= core_x0) & (cx < core_x1) & (cy >= core_y0) & (cy < core_y1)
-                m = _TILE_EDGE_MARGIN_PX
-                keep &= (x0 == 0) | (b[:, 0] > x0 + m)
-                keep &= (y0 == 0) | (b[:, 1] > y0 + m)
-                keep &= (x1 == width) | (b[:, 2] < x1 - m)
-                keep &= (y1 == height) | (b[:, 3] < y1 - m)
-                parts.append(part.take(keep))
+                parts.append(part.take(in_tile(part.boxes, x_span, y_span, width, height)))
         found = Candidates.concat(parts)
-    found = found.scaled(1.0 / step.scale)
+    return in_range(found.scaled(1.0 / step.scale), step)
+
+
+def in_tile(boxes: np.ndarray, x_span: tuple, y_span: tuple, width: int, height: int) -> np.ndarray:
+    """Mask of boxes (pass px) a tile keeps: centre in its core, not cut by an inner edge (frame edges may cut)."""
+    x0, x1, core_x0, core_x1 = x_span
+    y0, y1, core_y0, core_y1 = y_span
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    keep = (cx >= core_x0) & (cx < core_x1) & (cy >= core_y0) & (cy < core_y1)
+    m = _TILE_EDGE_MARGIN_PX
+    keep &= (x0 <= 0) | (boxes[:, 0] > x0 + m)
+    keep &= (y0 <= 0) | (boxes[:, 1] > y0 + m)
+    keep &= (x1 >= width) | (boxes[:, 2] < x1 - m)
+    keep &= (y1 >= height) | (boxes[:, 3] < y1 - m)
+    return keep
+
+
+def in_range(found, step: DetectPass):
+    """Candidates (frame px) within the face sizes ``step`` owns, doubtful large ones only when confident."""
     sides = np.maximum(found.boxes[:, 2] - found.boxes[:, 0], found.boxes[:, 3] - found.boxes[:, 1])
     keep = (sides >= step.min_face_px) & (sides < step.max_face_px)
     keep &= (sides <= step.doubt_above_px) | (found.scores >= DOUBT_SCORE)

@@ -141,6 +141,18 @@ class Recognizer:
         t = time.perf_counter()
         detections = [self.detector.detect(frame) for frame in frames]
         self.times.detect += time.perf_counter() - t
+        return self._recognize(frames, detections, start)
+
+    def recognize(self, image: np.ndarray, detections: Sequence[Detection], detect_seconds: float = 0.0) -> list[Face]:
+        """Faces of one frame whose detections were made elsewhere (a video's stream schedule, pipeline/stream.py).
+
+        ``detect_seconds``: the time those detections took, counted in the detect stage.
+        """
+        start = time.perf_counter() - detect_seconds
+        self.times.detect += detect_seconds
+        return self._recognize([check_bgr_image(image)], [list(detections)], start)[0]
+
+    def _recognize(self, frames: list[np.ndarray], detections: list[list[Detection]], start: float) -> list[list[Face]]:
         plans = []
         for index, dets in enumerate(detections):
             for det in dets:

@@ -103,19 +103,24 @@ class Tracker:
     gallery is used unless ``gallery`` is given. Without a gallery, tracks get ids but no names.
     ``aggregate=False`` makes the track's identity the latest frame's own (for comparison).
     ``frame_step``: source frames per update (`run --stride`): motion between updates, and so
-    the ``max_jump`` and ``max_size_ratio`` gates, grow with it.
+    the ``max_jump`` and ``max_size_ratio`` gates, grow with it. ``min_hits``: a track's faces
+    are returned once it has this many detections (2 on video, :func:`video_tracker`: a false
+    box seldom repeats). ``stream``: a :class:`~btnet_edge.pipeline.stream.StreamDetector`
+    that :meth:`get` detects with, told where the live tracks are expected.
     """
 
     def __init__(self, recognizer=None, *, gallery=None, max_missed: int = 3, max_jump: float = 2.5,
                  max_size_ratio: float = 1.6, min_margin: float = 0.05, max_conflict: float = 0.25,
                  use_embeddings: bool = True, aggregate: bool = True, keep_best: int = KEEP_BEST,
-                 min_agreeing: int = 2, frame_step: int = 1) -> None:
+                 min_agreeing: int = 2, frame_step: int = 1, min_hits: int = 1, stream=None) -> None:
         self.recognizer = recognizer
         self.gallery = gallery if gallery is not None else getattr(recognizer, "gallery", None)
         step = max(1, frame_step)
         self.max_missed, self.max_jump, self.max_size_ratio = max_missed, max_jump * step, max_size_ratio ** step
         self.min_margin, self.max_conflict, self.min_agreeing = min_margin, max_conflict, min_agreeing
         self.use_embeddings, self.aggregate, self.keep_best = use_embeddings, aggregate, max(1, keep_best)
+        self.min_hits, self.stream = max(1, int(min_hits)), stream
+        self.held = 0  # faces not returned because their track had fewer than min_hits detections
         self.tracks: list[Track] = []
         self.frames = 0
         self.next_id = 1
@@ -125,10 +130,25 @@ class Tracker:
         """Recognize one BGR frame and track its faces."""
         if self.recognizer is None:
             raise TypeError("Tracker.get needs a recognizer: Tracker(recognizer); or call update(faces)")
-        return self.update(self.recognizer.get(image))
+        if self.stream is None:
+            return self.update(self.recognizer.get(image))
+        start = time.perf_counter()
+        detections = self.stream.detect(image, self.expected_boxes())
+        return self.update(self.recognizer.recognize(image, detections, time.perf_counter() - start))
+
+    def expected_boxes(self) -> list[np.ndarray]:
+        """Where each live track's face should be in the next frame (its box moved by its velocity)."""
+        out = []
+        for track in self.tracks:
+            shift = track.velocity * (track.missed + 1)
+            out.append(track.bbox + np.array([shift[0], shift[1], shift[0], shift[1]], np.float32))
+        return out
 
     def update(self, faces: Sequence[Face]) -> list[Face]:
-        """The faces of the next frame, in the same order, with track ids and track identities."""
+        """The faces of the next frame, in the same order, with track ids and track identities.
+
+        Faces of tracks with fewer than ``min_hits`` detections are left out (counted in ``held``).
+        """
         start = time.perf_counter()
         faces = list(faces)
         pairs = self._associate(faces)
@@ -153,6 +173,9 @@ class Tracker:
         out = []
         for fi, face in enumerate(faces):
             track = assigned[fi]
+            if track.hits < self.min_hits:
+                self.held += 1
+                continue
             best = candidates[fi]
             name, score = (track.identity, track.identity_score) if self.aggregate else (face.identity,
                                                                                          face.identity_score)

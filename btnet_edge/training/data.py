@@ -1,16 +1,22 @@
-"""Training faces: detected and aligned at 112 once, kept in memory as uint8, augmented per step.
+"""Training faces: sources (photos, aligned crops, insightface RecordIO), degradation, global batches.
 
-Distillation needs no labels, so every face the detector finds is a sample. The
-teacher sees the augmented 112 px face and the branch of resolution r sees that same
-face degraded to r px (area interpolation: the paper's protocol, as eval-pairs uses).
+Distillation needs no labels, so every face is a sample. The teacher sees the augmented
+112 px face and the branch of resolution r sees that same face degraded to r px
+(:class:`Degradation`). Batches are defined globally: step s of a run with seed k always
+holds the same faces with the same random changes (each face's generator is seeded by
+(k, s, its place in the global batch)), and rank i of N takes its contiguous share. So 1
+process with batch 8 and 2 processes with batch 4 see the same faces, and a resumed run
+continues with the batch it would have had, from the step count alone.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -130,48 +136,260 @@ class Augmentation:
         return out
 
 
-def network_inputs(faces_112: np.ndarray, resolutions: Sequence[int], spec: Preprocess) -> dict[int, np.ndarray]:
-    """{112: the faces, r: the faces degraded to r px} as normalized NCHW float32, per the manifest."""
+
+class FaceSource(Protocol):
+    """Faces by index: ``get(i)`` is a 112x112 BGR uint8 face or None for a bad record."""
+
+    def __len__(self) -> int: ...
+
+    def get(self, index: int) -> np.ndarray | None: ...
+
+
+class ArrayFaces:
+    """Faces held in memory (the photo folders' detected faces)."""
+
+    def __init__(self, faces: FaceSet | np.ndarray) -> None:
+        self.faces = faces.faces if isinstance(faces, FaceSet) else faces
+        self.description = f"{len(self.faces)} faces in memory"
+
+    def __len__(self) -> int:
+        return len(self.faces)
+
+    def get(self, index: int) -> np.ndarray:
+        return self.faces[index]
+
+
+def to_112(image: np.ndarray | None) -> np.ndarray | None:
+    """An aligned crop as 112x112 BGR uint8 (area when larger, linear when smaller); None passes through."""
+    if image is None or image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 8:
+        return None
+    if image.shape[:2] == (FACE_SIZE, FACE_SIZE):
+        return image
+    interpolation = cv2.INTER_AREA if image.shape[0] > FACE_SIZE else cv2.INTER_LINEAR
+    return cv2.resize(image, (FACE_SIZE, FACE_SIZE), interpolation=interpolation)
+
+
+class CropFolderFaces:
+    """A folder of aligned face crops (insightface layout: one 112x112 image per file), read lazily."""
+
+    def __init__(self, folders: Sequence[str | Path]) -> None:
+        self.files = image_files(folders)
+        self.description = f"{len(self.files)} aligned crops under {', '.join(map(str, folders))}"
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def get(self, index: int) -> np.ndarray | None:
+        data = np.fromfile(self.files[index], dtype=np.uint8)
+        return to_112(cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None)
+
+
+class RecordFaces:
+    """The faces of an insightface RecordIO dataset (``train.rec`` + ``train.idx``), decoded on demand."""
+
+    def __init__(self, rec_path: str | Path, idx_path: str | Path | None = None) -> None:
+        from .recordio import BadRecord, RecordIOError, RecordIOReader, unpack_record
+
+        self.reader = RecordIOReader(rec_path, idx_path)
+        keys = self.reader.keys
+        try:
+            header, _ = unpack_record(self.reader.read(0)) if 0 in self.reader.index else (None, b"")
+        except BadRecord:
+            header = None
+        if header is not None and isinstance(header.label, tuple):  # insightface: images are keys [1, label[0])
+            stop = int(header.label[0])
+            self.keys = [k for k in keys if 1 <= k < stop]
+        else:
+            self.keys = keys
+        if not self.keys:
+            raise RecordIOError(f"{rec_path} holds no image records")
+        self.description = f"{len(self.keys)} records of {rec_path}"
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def get(self, index: int) -> np.ndarray | None:
+        from .recordio import BadRecord, unpack_record
+
+        try:
+            _, image = unpack_record(self.reader.read(self.keys[index]))
+        except BadRecord as exc:
+            log.debug("%s", exc)
+            return None
+        if not image:
+            return None
+        return to_112(cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR))
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+INTERPOLATIONS = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC,
+                  "nearest": cv2.INTER_NEAREST}
+
+
+@dataclass(frozen=True)
+class Degradation:
+    """How the r px view is made from the (augmented) 112 face.
+
+    BTNet (arXiv 2310.09563, Sec. 4.1, "Implementation details") trains each branch on the
+    training faces downsampled to its resolution; the authors' loader (StevenSmith2000/BTNet,
+    dataset.py) resizes the 112 face to r with torchvision's ``Resize`` (PIL bilinear, which
+    averages like area when shrinking) and flips at random. Real small faces come through
+    other kernels, so the interpolation is drawn per face among ``interpolations`` (default:
+    area, bilinear, bicubic); blur before and JPEG after the resize are options (default off,
+    as the authors).
+    """
+
+    interpolations: tuple[str, ...] = ("area", "bilinear", "bicubic")
+    blur_p: float = 0.0
+    blur_sigma: tuple[float, float] = (0.5, 1.5)  # in 112 px units, before the resize
+    jpeg_p: float = 0.0
+    jpeg_quality: tuple[int, int] = (40, 90)
+
+    def __post_init__(self) -> None:
+        bad = [name for name in self.interpolations if name not in INTERPOLATIONS]
+        if bad or not self.interpolations:
+            raise ValueError(f"interpolations should be among {sorted(INTERPOLATIONS)}, "
+                             f"found {list(self.interpolations)}")
+
+    def apply(self, face: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+        """``face`` (112 BGR uint8) degraded to ``size`` px."""
+        out = face
+        if self.blur_p > 0 and rng.random() < self.blur_p:
+            out = cv2.GaussianBlur(out, (0, 0), rng.uniform(*self.blur_sigma))
+        name = self.interpolations[int(rng.integers(len(self.interpolations)))]
+        out = cv2.resize(out, (size, size), interpolation=INTERPOLATIONS[name]) if size != out.shape[0] else out.copy()
+        if self.jpeg_p > 0 and rng.random() < self.jpeg_p:
+            quality = int(rng.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1))
+            ok, data = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, quality])
+            decoded = cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else None
+            if decoded is not None:
+                out = decoded
+        return out
+
+
+AREA_ONLY = Degradation(interpolations=("area",))  # the evaluation protocol (eval-pairs): held-out losses use it
+
+
+def network_inputs(faces_112: np.ndarray, resolutions: Sequence[int], spec: Preprocess,
+                   small: dict[int, np.ndarray] | None = None) -> dict[int, np.ndarray]:
+    """{112: the faces, r: the r px views} as normalized NCHW float32, per the manifest.
+
+    ``small``: the r px views already made (training batches); default: area degradation.
+    """
     batches = {FACE_SIZE: preprocess(faces_112, spec, FACE_SIZE)}
     for r in resolutions:
-        batches[r] = preprocess(np.stack([degrade(face, r) for face in faces_112]), spec, r)
+        views = small[r] if small is not None else np.stack([degrade(face, r) for face in faces_112])
+        batches[r] = preprocess(views, spec, r)
     return batches
 
 
-class BatchSampler:
-    """Epochs of shuffled faces, augmented on the fly; the generator state travels in checkpoints."""
+@dataclass(frozen=True)
+class Batch:
+    """One rank's share of a global batch: the 112 views and the r px views of the same faces."""
 
-    def __init__(self, faces: FaceSet, batch_size: int, augmentation: Augmentation | None, seed: int = 0) -> None:
-        self.faces, self.augmentation = faces, augmentation
-        self.batch_size = min(batch_size, len(faces))
-        self.rng = np.random.default_rng(seed)
-        self._order = np.zeros(0, dtype=np.int64)
+    faces: np.ndarray  # (B, 112, 112, 3) uint8
+    small: dict[int, np.ndarray]  # r -> (B, r, r, 3) uint8
+    bad_records: frozenset[int]  # source indices found bad while making it
+
+
+class GlobalBatches:
+    """Step -> this rank's faces, reproducible from (seed, step) alone; decoding in a thread pool.
+
+    Each epoch is a seeded permutation of ``indices`` (the remainder that does not fill a
+    global batch is dropped, as ``drop_last``); rank i of N takes places [i*B, (i+1)*B) of
+    the global batch of N*B. A bad record is replaced by the next good one in a fixed
+    probe order (the same on every rank) and counted.
+    """
+
+    def __init__(self, source: FaceSource, indices: np.ndarray, batch_size: int, resolutions: Sequence[int],
+                 augmentation: Augmentation | None, degradation: Degradation, seed: int = 0, rank: int = 0,
+                 world: int = 1, workers: int = 2, prefetch: int = 2) -> None:
+        self.source, self.indices = source, np.sort(np.asarray(indices, dtype=np.int64))
+        self.global_batch = min(batch_size * world, len(self.indices)) // world * world
+        if self.global_batch < world:
+            raise InputImageError(f"{len(self.indices)} training faces cannot fill one batch on {world} processes")
+        self.batch_size = self.global_batch // world
+        self.resolutions = list(resolutions)
+        self.augmentation, self.degradation = augmentation, degradation
+        self.seed, self.rank, self.world = seed, rank, world
+        self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="faces")
+        self.prefetch = max(1, prefetch)
+        self._pending: dict[int, list[Future]] = {}
+        self._orders: dict[int, np.ndarray] = {}
+        self.bad_records: set[int] = set()
 
     @property
     def steps_per_epoch(self) -> int:
-        return len(self.faces) // self.batch_size
+        return len(self.indices) // self.global_batch
 
-    def next(self) -> np.ndarray:
-        """(B, 112, 112, 3) uint8: the next batch (each epoch drops the remainder, as a DataLoader would)."""
-        if len(self._order) < self.batch_size:
-            self._order = self.rng.permutation(len(self.faces))[: self.steps_per_epoch * self.batch_size]
-        take, self._order = self._order[: self.batch_size], self._order[self.batch_size:]
-        faces = self.faces.faces[take]
-        if self.augmentation is None:
-            return faces
-        out = np.stack([self.augmentation.apply(face, self.rng) for face in faces])
-        if self.augmentation.mixup_p <= 0 or len(out) < 2:
-            return out
-        mixed = self.rng.random(len(out)) < self.augmentation.mixup_p
-        if mixed.any():
-            weight = self.rng.uniform(0.5, 1.0, size=(len(out), 1, 1, 1)).astype(np.float32)
-            blend = weight * out + (1.0 - weight) * np.roll(out, 1, axis=0)
-            out[mixed] = np.clip(np.rint(blend[mixed]), 0, 255).astype(np.uint8)
-        return out
+    def _order(self, epoch: int) -> np.ndarray:
+        if epoch not in self._orders:
+            self._orders = {epoch: np.random.default_rng([self.seed, 7, epoch]).permutation(self.indices)}
+        return self._orders[epoch]
 
-    def state(self) -> dict:
-        return {"rng": self.rng.bit_generator.state, "order": self._order.tolist()}
+    def global_indices(self, step: int) -> np.ndarray:
+        epoch, within = divmod(step, self.steps_per_epoch)
+        return self._order(epoch)[within * self.global_batch:(within + 1) * self.global_batch]
 
-    def restore(self, state: dict) -> None:
-        self.rng.bit_generator.state = state["rng"]
-        self._order = np.asarray(state["order"], dtype=np.int64)
+    def _face(self, index: int, bad: set[int]) -> np.ndarray:
+        """The face at ``index``, or the first good one after it in a fixed probe order."""
+        n = len(self.indices)
+        place = int(np.searchsorted(self.indices, index))
+        for attempt in range(min(n, 1000)):
+            candidate = index if attempt == 0 else int(self.indices[(place + attempt * 7919) % n])
+            face = self.source.get(candidate)
+            if face is not None:
+                return face
+            bad.add(candidate)
+        raise InputImageError(f"no decodable face among {min(n, 1000)} records tried from index {index}; "
+                              "the dataset looks damaged")
+
+    def _sample(self, step: int, place: int, index: int) -> tuple[np.ndarray, dict[int, np.ndarray], set[int]]:
+        rng = np.random.default_rng([self.seed, step, place])
+        bad: set[int] = set()
+        face = self._face(index, bad)
+        if self.augmentation is not None:
+            face = self.augmentation.apply(face, rng)
+            if self.augmentation.mixup_p > 0 and rng.random() < self.augmentation.mixup_p:
+                other = self.augmentation.apply(self._face(int(rng.choice(self.indices)), bad), rng)
+                weight = rng.uniform(0.5, 1.0)
+                face = np.clip(np.rint(weight * face + (1.0 - weight) * other.astype(np.float32)), 0, 255) \
+                    .astype(np.uint8)
+        small = {r: self.degradation.apply(face, r, rng) for r in self.resolutions}
+        return np.ascontiguousarray(face), small, bad
+
+    def _submit(self, step: int):
+        take = self.global_indices(step)
+        first = self.rank * self.batch_size
+        return [self.pool.submit(self._sample, step, first + j, int(i))
+                for j, i in enumerate(take[first:first + self.batch_size])]
+
+    def get(self, step: int) -> Batch:
+        """This rank's batch for ``step``; the next ones are already being decoded."""
+        futures = self._pending.pop(step, None) or self._submit(step)
+        for ahead in range(step + 1, step + 1 + self.prefetch):
+            if ahead not in self._pending:
+                self._pending[ahead] = self._submit(ahead)
+        for stale in [s for s in self._pending if s < step]:
+            for future in self._pending.pop(stale):
+                future.cancel()
+        samples = [future.result() for future in futures]
+        bad = set().union(*(s[2] for s in samples))
+        self.bad_records |= bad
+        return Batch(np.stack([s[0] for s in samples]),
+                     {r: np.stack([s[1][r] for s in samples]) for r in self.resolutions}, frozenset(bad))
+
+    def close(self) -> None:
+        for futures in self._pending.values():
+            for future in futures:
+                future.cancel()
+        self._pending.clear()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def load_held_out(source: FaceSource, indices: np.ndarray) -> np.ndarray:
+    """The held-out faces decoded once (bad records left out)."""
+    faces = [f for f in (source.get(int(i)) for i in indices) if f is not None]
+    return np.stack(faces) if faces else np.zeros((0, FACE_SIZE, FACE_SIZE, 3), np.uint8)

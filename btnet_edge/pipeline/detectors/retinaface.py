@@ -138,21 +138,37 @@ class RetinaFaceDetector(FaceDetector):
         return self._limits
 
     def _candidates(self, img: np.ndarray) -> Candidates:
+        return self._candidates_batch([img])[0]
+
+    def _candidates_batch(self, images: list[np.ndarray]) -> list[Candidates]:
+        """Images of one shape in one graph run (the graph's batch axis is dynamic)."""
         backend = self._load()
-        height, width = img.shape[:2]
+        height, width = images[0].shape[:2]
+        if any(img.shape[:2] != (height, width) for img in images):
+            return [self._candidates_batch([img])[0] for img in images]
         padded_h, padded_w = -(-height // _ALIGN) * _ALIGN, -(-width // _ALIGN) * _ALIGN
         if self._limits is not None:  # an engine's profile: pad up to its min (the plan keeps inputs under its max)
             padded_h, padded_w = max(padded_h, self._limits[0][0]), max(padded_w, self._limits[0][1])
+        count = len(images)
         if self._uint8:  # the frame as it is, padded with the mean colour: one uint8 copy, no float pass
-            blob = np.empty((1, padded_h, padded_w, 3), np.uint8)
-            blob[0, height:] = blob[0, :, width:] = np.asarray(RETINAFACE_MEAN_BGR, np.uint8)
-            blob[0, :height, :width] = img
+            blob = np.empty((count, padded_h, padded_w, 3), np.uint8)
+            blob[:, height:] = blob[:, :, width:] = np.asarray(RETINAFACE_MEAN_BGR, np.uint8)
+            for i, img in enumerate(images):
+                blob[i, :height, :width] = img
         else:
             # Padding of zeros after mean subtraction reads as mean-coloured pixels: no false edges.
-            blob = np.zeros((1, 3, padded_h, padded_w), np.float32)
+            blob = np.zeros((count, 3, padded_h, padded_w), np.float32)
             mean = np.asarray(RETINAFACE_MEAN_BGR, np.float32)[:, None, None]
-            np.subtract(img.transpose(2, 0, 1), mean, out=blob[0, :, :height, :width])  # one pass, no temporaries
-        out = backend.infer({self._input_name: blob})
+            for i, img in enumerate(images):
+                np.subtract(img.transpose(2, 0, 1), mean, out=blob[i, :, :height, :width])  # no temporaries
+        if count > 1 and self._given is not None:  # an engine may be built for batch 1: run one by one
+            outs = [backend.infer({self._input_name: blob[i:i + 1]}) for i in range(count)]
+        else:
+            out = backend.infer({self._input_name: blob})
+            outs = [{name: value[i:i + 1] for name, value in out.items()} for i in range(count)]
+        return [self._decode(out, padded_h, padded_w) for out in outs]
+
+    def _decode(self, out: dict[str, np.ndarray], padded_h: int, padded_w: int) -> Candidates:
         loc, conf, landmarks = (out[name][0] for name in RETINAFACE_OUTPUTS)
         priors = retinaface_priors(padded_h, padded_w)
         if "anchor_index" in out:  # an engine that kept the K best anchors (engines/detector_graph.py)
