@@ -81,6 +81,31 @@ def postgres_url(postgres_server) -> str:
     return postgres_server.url.rsplit("/", 1)[0] + "/" + name
 
 
+@pytest.fixture
+def trt_standin(monkeypatch):
+    """TensorRT and device memory are the strict stand-in (btnet_edge.testing.trt_standin) for this test."""
+    pytest.importorskip("tensorrt_rtx", reason="the TensorRT stand-in builds with TensorRT for RTX (dev extra)")
+    from btnet_edge.testing import trt_standin
+
+    monkeypatch.setenv("BTNET_TRT_STANDIN", "1")
+    return trt_standin
+
+
+@pytest.fixture(scope="session")
+def standin_engines(tiny_package, tmp_path_factory) -> Path:
+    """``btnet-edge build PKG --target desktop-fp16 --out E`` on the stand-in (real TensorRT-for-RTX builds), once."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("tensorrt_rtx", reason="the TensorRT stand-in builds with TensorRT for RTX (dev extra)")
+    out = tmp_path_factory.mktemp("standin-engines")
+    env = {**os.environ, "BTNET_TRT_STANDIN": "1"}
+    result = subprocess.run([sys.executable, "-m", "btnet_edge", "build", str(tiny_package), "--target", "desktop-fp16",
+                             "--out", str(out)], capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
 CROWD = FIXTURES / "images" / "unlabeled" / "crowd_t2.jpg"
 
 

@@ -44,7 +44,7 @@ def _features(args: argparse.Namespace, runtime: str = "tensorrt") -> tuple[Any,
     from .._deps import available
     from ..errors import ConfigError
     from ..trt_build.features import features_of, simulated_features
-    from ..trt_runtime.compat import RTX_MODULE, trt_module
+    from ..trt_runtime.compat import RTX_MODULE, standin_enabled, trt_module
 
     if not args.dry_run:
         if args.trt_version:
@@ -53,7 +53,7 @@ def _features(args: argparse.Namespace, runtime: str = "tensorrt") -> tuple[Any,
         return features_of(trt_module(runtime)), False
     if args.trt_version:
         return simulated_features(args.trt_version, runtime), True
-    if available(runtime):
+    if available(runtime) or (runtime == "tensorrt" and standin_enabled()):
         return features_of(trt_module(runtime)), False
     return simulated_features(DEFAULT_DRY_RUN_RTX if runtime == RTX_MODULE else DEFAULT_DRY_RUN_TRT, runtime), True
 

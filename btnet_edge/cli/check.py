@@ -30,16 +30,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .._deps import require
     from ..package.loader import load_package
     from ..trt_build.builder import refresh_stale_engines
     from ..trt_build.check import close_all, compare, face_inputs, ort_reference, plan_embedder, random_inputs
+    from ..trt_runtime.compat import trt_module
     from ..trt_runtime.engine_backend import TrtBackend
     from ..trt_runtime.engine_folder import ENGINES_MANIFEST, read_engine_folder
 
     module = read_engine_folder(args.engines).tensorrt_module if (args.engines / ENGINES_MANIFEST).is_file() \
         else "tensorrt"
-    require(module, extra="trt")  # tensorrt or tensorrt_rtx: exit 2 with the install hint before any work
+    trt_module(module)  # tensorrt or tensorrt_rtx (or the stand-in): exit 2 with the install hint before any work
     folder = read_engine_folder(args.engines)
     package = load_package(args.package)
     if folder.package_name != package.manifest.name:

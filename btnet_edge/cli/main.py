@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "gallery": "gallery",
     "build": "build",
     "check": "check",
+    "compare": "compare",
     "eval-pairs": "eval_pairs",
     "eval-ident": "eval_ident",
     "eval-detect": "eval_detect",

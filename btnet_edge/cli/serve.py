@@ -49,6 +49,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="front-end wait for the embedder before answering 504")
     p.add_argument("--replica-cpus", type=float, default=d.replica_cpus, help="Ray CPUs reserved per replica")
     p.add_argument("--threads", type=int, default=d.threads, help="ONNX Runtime threads per session")
+    p.add_argument("--backend", choices=("auto", "onnxruntime", "torch", "tensorrt"), default=d.backend,
+                   help="what runs the graphs: auto = ONNX Runtime (default); tensorrt needs --engines")
+    p.add_argument("--device", default=d.device, help="cpu (default) or cuda (ONNX Runtime CUDA provider)")
+    p.add_argument("--engines", type=Path, help="engine folder written by btnet-edge build (backend tensorrt)")
+    p.add_argument("--replica-gpus", type=float, default=d.replica_gpus,
+                   help="Ray GPUs per replica (needed on a GPU backend: Ray hides GPUs from replicas without)")
     p.add_argument("--write-config", type=Path,
                    help="write a Ray Serve config file for `serve run`/`serve deploy` and exit (no Ray needed)")
     add_detector_options(p)
@@ -67,7 +73,8 @@ def config_from_args(args: argparse.Namespace):
         embedders=args.embedders, max_batch_requests=args.max_batch_requests, batch_wait_ms=args.batch_wait_ms,
         max_request_mb=args.max_request_mb, max_image_mpx=args.max_image_mpx, embed_timeout_s=args.embed_timeout_s,
         replica_cpus=args.replica_cpus, threads=args.threads, detector=args.detector, detector_kind=args.detector_kind,
-        det_threshold=args.det_threshold, max_side=args.max_side)
+        det_threshold=args.det_threshold, max_side=args.max_side, backend=args.backend, device=args.device,
+        engines=str(args.engines.resolve()) if args.engines else None, replica_gpus=args.replica_gpus)
 
 
 def serve_config_file(config) -> dict:

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..errors import ConfigError
-from .detect_plan import PLAN_OPTIONS, DetectPlan, fragments, run_pass
+from .detect_plan import PLAN_OPTIONS, DetectPlan, fit_passes, fragments, run_pass
 from .detect_verify import SURE_SCORE, face_cues, second_look
 from .detectors._nms import box_iou, nms
 from .image import check_bgr_image
@@ -118,6 +118,9 @@ class FaceDetector(ABC):
         """Faces in a BGR uint8 frame, best score first, in the frame's pixel coordinates."""
         img = check_bgr_image(image)
         passes = self.plan.passes(*img.shape[:2])
+        limits = self.input_limits()
+        if limits is not None:  # an engine's profile: tile or shrink passes to its max (min is padded to)
+            passes = fit_passes(passes, img.shape[0], img.shape[1], limits[1])
         coarse: list[Candidates] = []
         enlarged: list[Candidates] = []
         for step in passes:
@@ -148,6 +151,10 @@ class FaceDetector(ABC):
         seen = coarse.boxes if trusted is None or not len(trusted) else np.concatenate([coarse.boxes, trusted])
         found = self._verify(img, found, from_enlarged, seen)
         return [_detection(b, k, s) for b, k, s in zip(found.boxes, found.kps, found.scores)]
+
+    def input_limits(self) -> tuple[tuple[int, int], tuple[int, int]] | None:
+        """((min_h, min_w), (max_h, max_w)) of the input the detector takes (an engine's profile), None if any."""
+        return None
 
     def _verify(self, img: np.ndarray, found: Candidates, from_enlarged: np.ndarray,
                 coarse_boxes: np.ndarray) -> Candidates:

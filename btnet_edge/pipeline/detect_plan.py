@@ -53,6 +53,7 @@ class DetectPass(NamedTuple):
     min_face_px: float
     max_face_px: float
     doubt_above_px: float = np.inf  # boxes larger than this (frame px) need DOUBT_SCORE
+    tile_height: int | None = None  # tile height when it differs from ``tile`` (fitted to an engine's max input)
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,39 @@ class DetectPlan:
                 DetectPass("enlarged", enlarged, tile, overlap, 0.0, split * _RANGE_SLACK, doubt)]
 
 
+def fit_passes(passes: list[DetectPass], height: int, width: int, max_hw: tuple[int, int],
+               align: int = 32) -> list[DetectPass]:
+    """``passes`` changed so that every input they make, padded to ``align``, fits ``max_hw`` (an engine's profile).
+
+    A detector engine takes inputs up to its profile's max (1920x1920 desktop, 736x1280 Jetson). A
+    pass whose pieces are larger is tiled in pieces no larger than the max (keeping its overlap);
+    an untiled pass (the coarse one, whose faces may fill the frame) is shrunk instead, losing
+    only faces the enlarged pass owns. Inputs under the profile's min are padded by the detector.
+    """
+    max_h, max_w = (int(v) // align * align for v in max_hw)
+    fitted = []
+    for step in passes:
+        sh, sw = max(1, round(height * step.scale)), max(1, round(width * step.scale))
+        piece_h, piece_w = (sh, sw) if step.tile is None else (min(sh, step.tile_height or step.tile),
+                                                                min(sw, step.tile))
+        if -(-piece_h // align) * align <= max_h and -(-piece_w // align) * align <= max_w:
+            fitted.append(step)
+        elif step.tile is not None or step.overlap:
+            tile_w, tile_h = min(step.tile or sw, max_w), min(step.tile_height or step.tile or sh, max_h)
+            if min(tile_w, tile_h) <= 2 * step.overlap + 32:
+                raise ConfigError(f"the detector's max input {max_hw} cannot hold tiles with a {step.overlap} px "
+                                  "overlap: lower --min-face or rebuild the detector with a larger max_hw")
+            log.debug("%s pass: tiles of %dx%d px to fit the detector's max input %s", step.name, tile_w, tile_h,
+                      max_hw)
+            fitted.append(step._replace(tile=tile_w, tile_height=tile_h))
+        else:
+            scale = min(step.scale, max_h / height, max_w / width) * (1 - 1e-9)
+            log.debug("%s pass: scale %.3f -> %.3f to fit the detector's max input %s", step.name, step.scale,
+                      scale, max_hw)
+            fitted.append(step._replace(scale=scale))
+    return fitted
+
+
 def resize_for(img: np.ndarray, scale: float) -> np.ndarray:
     """The frame at ``scale``: area interpolation to shrink, linear to enlarge."""
     if abs(scale - 1.0) < 1e-6:
@@ -144,11 +178,12 @@ def run_pass(find: Callable, img: np.ndarray, step: DetectPass):
 
     scaled = resize_for(img, step.scale)
     height, width = scaled.shape[:2]
-    if step.tile is None or max(height, width) <= step.tile:
+    tile_h = step.tile_height or step.tile or height
+    if step.tile is None or (height <= tile_h and width <= step.tile):
         found = find(scaled)
     else:
         parts = []
-        for y_span in tile_spans(height, step.tile, step.overlap):
+        for y_span in tile_spans(height, tile_h, step.overlap):
             for x_span in tile_spans(width, step.tile, step.overlap):
                 x0, x1 = x_span[:2]
                 y0, y1 = y_span[:2]

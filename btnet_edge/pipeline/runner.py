@@ -69,7 +69,13 @@ def engine_backend_factory(package: ModelPackage, engines: str | Path | None) ->
     if engines is None:
         raise BackendError("backend 'tensorrt' needs the engine folder: pass engines=DIR (CLI: --engines DIR); "
                            "build it with `btnet-edge build PKG --target desktop-fp16 --out DIR`")
-    opened = open_engine_backends(read_engine_folder(engines), package.manifest)
+    folder = read_engine_folder(engines)
+    if folder.uint8:
+        raise ConfigError(f"the engines in {engines} take aligned uint8 BGR crops (input_format = \"uint8_bgr\"), "
+                          "not the package's float tensors fed graph by graph: run them whole-frame (Recognizer, "
+                          "`btnet-edge run`/`compare`, `bench --frames`), or rebuild with a target whose "
+                          "input_format is \"float\" to use them one by one")
+    opened = open_engine_backends(folder, package.manifest)
     by_file = {package.manifest.trunk.file: opened.trunk}
     by_file.update({package.manifest.branch(r).file: backend for r, backend in opened.branches.items()})
 

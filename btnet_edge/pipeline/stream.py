@@ -144,6 +144,12 @@ class StreamDetector:
         self._shape = shape
         height, width = shape
         self._passes = self.plan.passes(height, width)
+        limits = self.detector.input_limits()  # an engine's profile: passes and tiles must fit its max input
+        if limits is not None:
+            from .detect_plan import fit_passes
+
+            self._passes = fit_passes(self._passes, height, width, limits[1])
+        largest = min(limits[1]) // 32 * 32 if limits is not None else None
         self._tiles, self._grey, self._credit = [], None, 0.0
         if len(self._passes) == 1:
             self.cycle_frames = self.max_wait_frames = 1
@@ -154,6 +160,8 @@ class StreamDetector:
         best = None
         for side in STREAM_TILES_PX:
             side = max(side, 2 * enlarged.overlap + 32)
+            if largest is not None:
+                side = min(side, largest)
             spans = [(y, x) for y in tile_spans(pass_h, side, enlarged.overlap)
                      for x in tile_spans(pass_w, side, enlarged.overlap)]
             tile_px = (spans[0][1][1] - spans[0][1][0]) * (spans[0][0][1] - spans[0][0][0])

@@ -161,7 +161,7 @@ def build_app(config: ServeConfig):
             raise HttpError(405, f"{IDENTITIES_PATH}/NAME takes POST (a photo to enroll) or DELETE")
 
     common = {"health_check_period_s": HEALTH_CHECK_PERIOD_S, "health_check_timeout_s": HEALTH_CHECK_TIMEOUT_S,
-              "ray_actor_options": {"num_cpus": config.replica_cpus}}
+              "ray_actor_options": {"num_cpus": config.replica_cpus, "num_gpus": config.replica_gpus}}
     embedder = serve.deployment(Embedder, name="Embedder", num_replicas=config.embedders,
                                 max_ongoing_requests=4 * config.max_batch_requests, **common)
     frontend = serve.deployment(FrontEndDeployment, name="FrontEnd", num_replicas=config.frontends,

@@ -39,6 +39,10 @@ class ServeConfig:
     detector_kind: str | None = None
     det_threshold: float | None = None
     max_side: int | None = None
+    backend: str = "auto"  # the embedder's (and the front-ends' detector's): auto/onnxruntime, torch, tensorrt
+    device: str = "cpu"  # "cuda": ONNX Runtime's CUDA provider (or PyTorch CUDA)
+    engines: str | None = None  # engine folder of `btnet-edge build` (backend tensorrt)
+    replica_gpus: float = 0.0  # Ray GPUs per replica: Ray hides the GPUs from a replica that declares none
     api_keys: str | None = None  # key file of `btnet-edge keys new`: requests need Authorization: Bearer KEY
     insecure_no_auth: bool = False  # allow a non-loopback host without api_keys (behind your own gateway)
 
@@ -57,6 +61,28 @@ class ServeConfig:
                                                                     and name != "replica_cpus"):
                 raise ConfigError(f"serve setting {name} should be a positive number, found {value!r}")
 
+        if not isinstance(self.replica_gpus, (int, float)) or self.replica_gpus < 0:
+            raise ConfigError(f"serve setting replica_gpus should be a number >= 0, found {self.replica_gpus!r}")
+        if self.uses_gpu and not self.replica_gpus:
+            raise ConfigError(f"backend {self.backend!r} on device {self.device!r} runs on a GPU, but Ray hides GPUs "
+                              "from replicas that declare none: give --replica-gpus (e.g. 0.5 to put a front-end "
+                              "and an embedder on one GPU)")
+        self.recognizer_config()  # backend, device and engines checked here, not in a replica
+
+    @property
+    def uses_gpu(self) -> bool:
+        """True when the graphs run on a GPU: TensorRT engines, or the CUDA device."""
+        return self.backend == "tensorrt" or self.device.startswith("cuda")
+
+    @property
+    def embedder_takes_uint8(self) -> bool:
+        """True when the embedder runs device-resident engines, which take the aligned uint8 crops."""
+        if self.backend != "tensorrt" or not self.engines:
+            return False
+        from ..trt_runtime.engine_folder import read_engine_folder
+
+        return read_engine_folder(self.engines).uint8
+
     @property
     def max_request_bytes(self) -> int:
         return int(self.max_request_mb * 1024 * 1024)
@@ -74,7 +100,8 @@ class ServeConfig:
         from ..pipeline.config import RecognizerConfig
         from ..pipeline.detect_plan import DetectPlan
 
-        return RecognizerConfig(package=self.package, threads=self.threads, detector=self.detector,
+        return RecognizerConfig(package=self.package, backend=self.backend, device=self.device, engines=self.engines,
+                                threads=self.threads, detector=self.detector,
                                 detector_kind=self.detector_kind, det_threshold=self.det_threshold,
                                 det_plan=DetectPlan(max_side=self.max_side) if self.max_side is not None else None)
 

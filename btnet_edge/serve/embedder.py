@@ -1,7 +1,8 @@
 """The embedding step shared by many requests: faces of all of them, per resolution, in one run each.
 
 Requests arrive as ``{resolution: (n, 3, r, r) float32}`` (already detected, aligned
-and preprocessed by a front-end). :meth:`BatchEmbedder.embed_many` concatenates them
+and preprocessed by a front-end), or as the aligned ``(n, r, r, 3)`` uint8 crops when the
+runner is TensorRT's device-resident one (``takes_uint8``). :meth:`BatchEmbedder.embed_many` concatenates them
 per resolution, runs each used branch once and the trunk once (``PackageRunner``),
 and splits the embeddings back per request. No Ray here: the Ray deployment wraps it.
 """
@@ -34,6 +35,7 @@ class BatchEmbedder:
         self.runner = open_runner(package, config or RecognizerConfig(package=str(package.folder), threads=1))
         if hasattr(self.runner, "load"):
             self.runner.load()
+        self._dtype = np.uint8 if self.runner.takes_uint8 else np.float32  # engines take the uint8 crops
         self.requests = 0
         self.batches = 0
         self.faces = Counter()  # resolution -> faces embedded
@@ -49,7 +51,7 @@ class BatchEmbedder:
                     raise ConfigError(f"request has faces for {r} px; the package has {self.manifest.resolutions}")
         merged: dict[int, np.ndarray] = {}
         for r in sorted({int(r) for groups in requests for r in groups}):
-            parts = [np.asarray(g[r], np.float32) for g in requests if r in g and len(g[r])]
+            parts = [np.asarray(g[r], self._dtype) for g in requests if r in g and len(g[r])]
             if parts:
                 merged[r] = np.concatenate(parts) if len(parts) > 1 else parts[0]
         with self._lock:  # one PackageRunner: runs and counters change together

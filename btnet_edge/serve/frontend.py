@@ -91,6 +91,7 @@ class FrontEnd:
         self.config = config
         self.package = package or load_package(config.package)
         self._embed = embed
+        self._takes_uint8 = config.embedder_takes_uint8  # device-resident engines take the uint8 crops
         self._local = threading.local()
         self._made: list[Recognizer] = []
         self._lock = threading.Lock()
@@ -122,8 +123,8 @@ class FrontEnd:
             gallery = Gallery(c.gallery, embedding_size=manifest.embedding_size, create=False,
                               readonly=not c.api_keys, model_id=model_id(manifest))
         # graphs run in the embedder: this Recognizer detects and aligns, and never loads them
-        rec = Recognizer.from_config(c.recognizer_config(), package=self.package, runner=RemoteRunner(self._embed),
-                                     gallery=gallery)
+        rec = Recognizer.from_config(c.recognizer_config(), package=self.package,
+                                     runner=RemoteRunner(self._embed, self._takes_uint8), gallery=gallery)
         with self._lock:
             self._made.append(rec)
         return rec

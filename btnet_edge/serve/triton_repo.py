@@ -56,6 +56,11 @@ def _engine_files(engines: Path | None) -> dict[str, Any]:
     from ..trt_runtime.engine_folder import read_engine_folder
 
     folder = read_engine_folder(engines)
+    if folder.uint8:  # Triton's ensemble feeds the package's float NCHW tensors to each branch
+        raise ConfigError(f"the engines in {engines} take aligned uint8 BGR crops (N, H, W, 3) (input_format = "
+                          "\"uint8_bgr\"), but the Triton ensemble feeds float32 (N, 3, H, W) tensors: rebuild the "
+                          "engines with a target whose input_format is \"float\" (copy desktop-fp16.toml and change "
+                          "it), or export without --engines (ONNX Runtime models)")
     return {e.name: e for e in folder.engines if folder.engine_path(e).is_file()}
 
 

@@ -50,7 +50,7 @@ class DetectorTarget:
     batch: int = 1
     min_hw: tuple[int, int] = (320, 320)
     opt_hw: tuple[int, int] = (640, 640)
-    max_hw: tuple[int, int] = (1088, 1920)
+    max_hw: tuple[int, int] = (1920, 1920)  # holds the default detection plan's 1920 px tiles
     top_k: int = 0  # > 0: the engine keeps the K best anchors (engines/detector_graph.py); batch 1 only
 
 

@@ -13,13 +13,26 @@ from typing import Any
 RTX_MODULE = "tensorrt_rtx"
 RUNTIME_MODULES = ("tensorrt", RTX_MODULE)
 
-_LOGGER: Any = None  # the process's TensorRT logger, made on first use
+STANDIN_ENV = "BTNET_TRT_STANDIN"  # "1": TensorRT is the test stand-in (btnet_edge.testing.trt_standin)
+
+_LOGGERS: dict[str, Any] = {}  # module name -> its TensorRT logger, made on first use
+
+
+def standin_enabled() -> bool:
+    """True when ``BTNET_TRT_STANDIN=1``: ``tensorrt`` and device memory are the CI stand-ins (docs/tensorrt.md)."""
+    import os
+
+    return os.environ.get(STANDIN_ENV, "") == "1"
 
 
 def trt_module(runtime: str = "tensorrt") -> Any:
     """The TensorRT module a target or an engine names (``tensorrt`` or ``tensorrt_rtx``)."""
     from .._deps import require
 
+    if runtime == "tensorrt" and standin_enabled():
+        from ..testing import trt_standin
+
+        return trt_standin
     return require(runtime, extra="trt")
 
 
@@ -29,14 +42,15 @@ def runtime_name(trt: Any) -> str:
 
 
 def trt_logger(trt: Any) -> Any:
-    """One TensorRT logger per process (TensorRT warns when several are created)."""
+    """One TensorRT logger per process and module (TensorRT warns when several are made; a logger of
+    ``tensorrt`` is not one of ``tensorrt_rtx``, whose Builder and Runtime would refuse it)."""
     import logging
 
-    global _LOGGER
-    if _LOGGER is None:
+    key = getattr(trt, "__name__", str(id(trt)))
+    if key not in _LOGGERS:
         verbose = logging.getLogger("btnet_edge").isEnabledFor(logging.DEBUG)  # btnet-edge --verbose
-        _LOGGER = trt.Logger(trt.Logger.INFO if verbose else trt.Logger.WARNING)
-    return _LOGGER
+        _LOGGERS[key] = trt.Logger(trt.Logger.INFO if verbose else trt.Logger.WARNING)
+    return _LOGGERS[key]
 
 
 def profile_shapes(engine: Any, name: str) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:

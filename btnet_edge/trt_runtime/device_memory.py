@@ -12,7 +12,8 @@ from __future__ import annotations
 import ctypes
 import logging
 import sys
-import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from typing import Any
 
@@ -105,6 +106,9 @@ class CudaMemory:
     def dtoh_async(self, host: np.ndarray, src: int, nbytes: int, stream: Any) -> None:
         raise NotImplementedError
 
+    def dtod_async(self, dst: int, src: int, nbytes: int, stream: Any) -> None:
+        raise NotImplementedError
+
     def synchronize(self, stream: Any) -> None:
         raise NotImplementedError
 
@@ -181,15 +185,23 @@ class CudaPythonMemory(CudaMemory):
         kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
         self._rt("cudaMemcpyAsync", host.ctypes.data, src, nbytes, kind, stream)
 
+    def dtod_async(self, dst: int, src: int, nbytes: int, stream: Any) -> None:
+        kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice
+        self._rt("cudaMemcpyAsync", dst, src, nbytes, kind, stream)
+
     def synchronize(self, stream: Any) -> None:
         self._rt("cudaStreamSynchronize", stream)
 
 
 class PycudaMemory(CudaMemory):
-    """pycuda on the primary context, the context TensorRT uses, made current on every thread that calls.
+    """pycuda on the primary context, the context TensorRT uses, made current around every call and popped after.
 
-    ``pycuda.autoprimaryctx`` makes it current only on the importing thread; a camera
-    or server thread would otherwise fail with an invalid context.
+    ``pycuda.autoprimaryctx`` makes it current only on the importing thread, so a camera or
+    server thread would fail with an invalid context; pushing it once per thread and never
+    popping it leaves pycuda's context stack non-empty at exit, and pycuda then aborts the
+    process ("The context stack was not empty upon module cleanup", exit 134). So each call
+    pushes and pops: the stack is empty between calls, on every thread. TensorRT itself goes
+    through the CUDA runtime, which uses the same primary context.
     """
 
     name = "pycuda"
@@ -198,44 +210,48 @@ class PycudaMemory(CudaMemory):
         self.cuda = require("pycuda.driver")
         self.cuda.init()
         self.context = self.cuda.Device(device).retain_primary_context()
-        self._threads = threading.local()
         self._allocations: dict[int, Any] = {}
 
-    def _bind(self) -> None:
-        """Push the primary context once on each calling thread (it stays current there)."""
-        if not getattr(self._threads, "bound", False):
-            self.context.push()
-            self._threads.bound = True
+    @contextmanager
+    def _current(self) -> Iterator[None]:
+        """The primary context current for one call, popped after it (also when the call raises)."""
+        self.context.push()
+        try:
+            yield
+        finally:
+            self.cuda.Context.pop()
 
     def device_properties(self, device: int = 0) -> tuple[str, str, int]:
-        self._bind()
-        dev = self.cuda.Device(device)
-        major, minor = dev.compute_capability()
-        return dev.name(), f"{major}.{minor}", int(dev.get_attribute(self.cuda.device_attribute.MULTIPROCESSOR_COUNT))
+        with self._current():
+            dev = self.cuda.Device(device)
+            major, minor = dev.compute_capability()
+            count = int(dev.get_attribute(self.cuda.device_attribute.MULTIPROCESSOR_COUNT))
+            return dev.name(), f"{major}.{minor}", count
 
     def malloc(self, nbytes: int) -> int:
-        self._bind()
-        allocation = self.cuda.mem_alloc(nbytes)
+        with self._current():
+            allocation = self.cuda.mem_alloc(nbytes)
         self._allocations[int(allocation)] = allocation
         return int(allocation)
 
     def free(self, ptr: int) -> None:
-        self._bind()
-        self._allocations.pop(ptr).free()
+        with self._current():
+            self._allocations.pop(ptr).free()
 
     def host_empty(self, nbytes: int) -> tuple[np.ndarray, Any]:
-        self._bind()
-        array = self.cuda.pagelocked_empty(nbytes, np.uint8)
+        with self._current():
+            array = self.cuda.pagelocked_empty(nbytes, np.uint8)
         return array, array
 
     def host_free(self, handle: Any) -> None:
         base = getattr(handle, "base", None)
         if base is not None and hasattr(base, "free"):
-            base.free()
+            with self._current():
+                base.free()
 
     def stream_create(self) -> Any:
-        self._bind()
-        return self.cuda.Stream()
+        with self._current():
+            return self.cuda.Stream()
 
     def stream_handle(self, stream: Any) -> int:
         return int(stream.handle)
@@ -244,20 +260,33 @@ class PycudaMemory(CudaMemory):
         """pycuda frees the stream with its object."""
 
     def htod_async(self, dst: int, host: np.ndarray, nbytes: int, stream: Any) -> None:
-        self._bind()
-        self.cuda.memcpy_htod_async(dst, host[:nbytes], stream)
+        with self._current():
+            self.cuda.memcpy_htod_async(dst, host[:nbytes], stream)
 
     def dtoh_async(self, host: np.ndarray, src: int, nbytes: int, stream: Any) -> None:
-        self._bind()
-        self.cuda.memcpy_dtoh_async(host[:nbytes], src, stream)
+        with self._current():
+            self.cuda.memcpy_dtoh_async(host[:nbytes], src, stream)
+
+    def dtod_async(self, dst: int, src: int, nbytes: int, stream: Any) -> None:
+        with self._current():
+            self.cuda.memcpy_dtod_async(dst, src, nbytes, stream)
 
     def synchronize(self, stream: Any) -> None:
-        self._bind()
-        stream.synchronize()
+        with self._current():
+            stream.synchronize()
 
 
 def cuda_memory() -> CudaMemory:
-    """cuda-python when installed, else pycuda; a clear error naming both when neither is."""
+    """cuda-python when installed, else pycuda; a clear error naming both when neither is.
+
+    With ``BTNET_TRT_STANDIN=1`` it is the stand-in GPU of the TensorRT stand-in (a test tool).
+    """
+    from .compat import standin_enabled
+
+    if standin_enabled():
+        from ..testing.trt_standin.device import MEMORY
+
+        return MEMORY
     if available("cuda.bindings.runtime") or available("cuda.cudart"):
         return CudaPythonMemory()
     if available("pycuda.driver"):

@@ -76,6 +76,7 @@ class TrtBackend(Backend):
         self._specs: dict[str, tuple[bool, np.dtype, tuple[int, ...]]] = {}  # name -> (is_input, dtype, shape)
         self._buffers: dict[str, _Buffer] = {}
         self._profiles: dict[str, tuple[tuple[int, ...], ...]] = {}  # input -> (min, opt, max) shapes
+        self.copies = {"htod": 0, "dtoh": 0, "syncs": 0}  # bus traffic so far (reports, tests)
 
     def _verify(self, trt: Any) -> dict[str, Any]:
         """Compare the saved key with this machine; raise naming both sides on a mismatch. Returns the build
@@ -140,6 +141,12 @@ class TrtBackend(Backend):
     def outputs(self) -> list[TensorSpec]:
         return self._spec_list(False)
 
+    def input_profile(self, name: str) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """(min, opt, max) shapes of input ``name``: what callers split or pad their inputs to."""
+        self.load()
+        low, opt, high = self._profiles[name]
+        return low, opt, high
+
     def _check_batch(self, name: str, shape: tuple[int, ...]) -> None:
         low, _, high = self._profiles[name]
         if not all(lo <= d <= hi for d, lo, hi in zip(shape, low, high)):
@@ -150,6 +157,47 @@ class TrtBackend(Backend):
         batches = {name: int(np.shape(value)[0]) for name, value in feeds.items()}
         if not any(batches.values()):
             return empty_outputs(self._specs)  # nothing to run: no launch
+        limits = {name: self._profiles[name][2][0] for name in feeds if name in self._profiles}
+        if all(batches[n] <= limits.get(n, batches[n]) for n in feeds):
+            return self._infer_once(feeds)
+        return self._infer_split(feeds, batches, limits)
+
+    def _infer_split(self, feeds: Mapping[str, np.ndarray], batches: Mapping[str, int],
+                     limits: Mapping[str, int]) -> dict[str, np.ndarray]:
+        """More rows than the profile's max: calls of at most the max rows of each input, outputs rejoined.
+
+        One input: outputs concatenate along the batch. Several (the merged trunk): each output
+        row block follows the inputs in order (trunk.onnx concatenates its entry points), so a
+        call's output is cut back into per-input blocks and the blocks rejoined per input.
+        """
+        names = list(feeds)
+        calls = max(-(-batches[n] // limits[n]) for n in names)
+        pieces: dict[str, list[list[np.ndarray]]] = {}
+        for k in range(calls):
+            part = {n: np.asarray(feeds[n])[k * limits[n]:(k + 1) * limits[n]] for n in names}
+            rows = [len(part[n]) for n in names]
+            if not any(rows):
+                continue
+            for name, value in self._infer_once(part).items():
+                if len(names) == 1:
+                    pieces.setdefault(name, [[]])[0].append(value)
+                    continue
+                if len(value) != sum(rows):
+                    raise BackendError(f"{self.model_path.name}: output {name} has {len(value)} rows for {sum(rows)} "
+                                       "input rows; a batch this large cannot be split for this engine")
+                blocks = pieces.setdefault(name, [[] for _ in names])
+                offsets = np.cumsum([0, *rows])
+                for i in range(len(names)):
+                    blocks[i].append(value[offsets[i]:offsets[i + 1]])
+        return {name: np.concatenate([v for block in blocks for v in block]) for name, blocks in pieces.items()}
+
+    def _bind(self, name: str, address: int) -> None:
+        """``set_tensor_address``, checked: a refused address would leave the old one bound (a silent wrong answer)."""
+        if self._context.set_tensor_address(name, address) is False:
+            raise BackendError(f"{self.model_path.name}: TensorRT refused address {address:#x} for {name} "
+                               "(TensorRT needs 256-byte aligned device addresses)")
+
+    def _infer_once(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         memory, stream, context = self._memory, self._stream, self._context
         for name, value in feeds.items():
             wanted = self._specs[name][1]
@@ -164,14 +212,15 @@ class TrtBackend(Backend):
             buffer.ensure(max(array.nbytes, 1))  # an empty input (min-0 profile) still needs a valid address
             buffer.host[:array.nbytes] = array.view(np.uint8).reshape(-1)
             memory.htod_async(buffer.device, buffer.host, array.nbytes, stream)
-            context.set_tensor_address(name, buffer.device)
+            self.copies["htod"] += 1
+            self._bind(name, buffer.device)
         shapes = {}
         for name, (is_input, dtype, _) in self._specs.items():
             if is_input:
                 continue
             shapes[name] = tuple(int(d) for d in context.get_tensor_shape(name))
             self._buffers[name].ensure(max(int(np.prod(shapes[name])) * dtype.itemsize, 1))
-            context.set_tensor_address(name, self._buffers[name].device)
+            self._bind(name, self._buffers[name].device)
         if not context.execute_async_v3(memory.stream_handle(stream)):
             raise BackendError(f"TensorRT failed to run {self.model_path.name} with inputs "
                                f"{ {n: np.shape(v) for n, v in feeds.items()} }")
@@ -180,8 +229,10 @@ class TrtBackend(Backend):
             dtype = self._specs[name][1]
             nbytes = int(np.prod(shape)) * dtype.itemsize
             memory.dtoh_async(self._buffers[name].host, self._buffers[name].device, nbytes, stream)
+            self.copies["dtoh"] += 1
             results[name] = (shape, dtype, nbytes)
         memory.synchronize(stream)
+        self.copies["syncs"] += 1
         return {name: self._buffers[name].host[:nbytes].view(dtype).reshape(shape).copy()
                 for name, (shape, dtype, nbytes) in results.items()}
 

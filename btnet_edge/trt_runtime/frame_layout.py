@@ -58,12 +58,24 @@ class Launch:
     outputs: Mapping[str, Slot]
 
 
+@dataclass(frozen=True)
+class Copy:
+    """A device-to-device copy: an implant written at an aligned address, moved to where the segment reads it.
+
+    Only for trunk segments whose implant rows start at an offset TensorRT cannot bind (not a
+    multiple of 256 bytes): a copy on the device has no alignment rule.
+    """
+
+    source: Slot
+    target: Slot
+
+
 @dataclass
 class FrameLayout:
-    """What one call uploads, launches and downloads."""
+    """What one call uploads, launches (and copies) and downloads, in order."""
 
     uploads: dict[int, Slot]  # resolution -> its crops in the CROPS buffer
-    launches: list[Launch]
+    launches: list[Launch | Copy]
     download: Slot  # the embeddings, in trunk order (112, then each implant's resolution)
     counts: dict[int, int]
     upload_bytes: int = 0
@@ -86,13 +98,38 @@ class LayoutPlanner:
         self.capacity = self._capacities()
 
     def _max_batch(self, resolution: int) -> int:
-        """Most faces per call at ``resolution``: the profile max of the engine that takes its crops."""
-        if resolution != self.resolutions[0]:
-            name = f"branch_{resolution}"
+        """Most faces per call at ``resolution``: the smallest profile max of the engines its faces pass through.
+
+        A branch's faces also fill the trunk's ``implant_<r>`` input (merged), or their share of the
+        segment's merged input (segments: its max less the previous segment's); a target may give
+        the trunk a smaller max than the branch.
+        """
+        first = self.resolutions[0]
+        if self.form == "merged":
+            trunk = self.folder.entry("trunk")
+            name = next(t.name for t in self.folder.trunk_inputs if t.resolution == resolution)
+            trunk_max = trunk.profile(name).max[0]
         else:
-            name = "trunk" if self.form == "merged" else self.folder.segments[0].engine
-        entry = self.folder.entry(name)
-        return entry.profile(entry.inputs[0]).max[0]
+            segment_max = {}
+            for link in self.folder.segments:
+                segment_max[link.resolution] = self.folder.entry(link.engine).profile(link.input).max[0]
+            index = self.resolutions.index(resolution)
+            previous = segment_max[self.resolutions[index - 1]] if index else 0
+            trunk_max = segment_max[resolution] - previous
+        if resolution == first:
+            return trunk_max
+        branch = self.folder.entry(f"branch_{resolution}")
+        return min(branch.profile(branch.inputs[0]).max[0], trunk_max)
+
+    def fits(self, counts: Mapping[int, int]) -> bool:
+        """True when one call holds ``counts`` faces per resolution (else split them: :meth:`chunks`)."""
+        return all(int(counts.get(r, 0)) <= self.max_faces[r] for r in self.resolutions)
+
+    def chunks(self, counts: Mapping[int, int]) -> list[dict[int, slice]]:
+        """Calls that hold ``counts`` between them: per call, the slice of each resolution's faces it takes."""
+        calls = max([-(-int(counts.get(r, 0)) // self.max_faces[r]) for r in self.resolutions] + [1])
+        return [{r: slice(k * self.max_faces[r], (k + 1) * self.max_faces[r]) for r in self.resolutions}
+                for k in range(calls)]
 
     def _capacities(self) -> dict[str, int]:
         crops = sum(_aligned(self.max_faces[r] * r * r * 3) for r in self.resolutions)
@@ -102,7 +139,13 @@ class LayoutPlanner:
             per_face = int(np.prod(self.implant_shape[r])) * 4
             rows = rows + self.max_faces[r] if self.form != "merged" else self.max_faces[r]
             capacity[self._implant_buffer(r)] = _aligned(rows * per_face)
+            if self.form != "merged" and per_face % ALIGN_BYTES:  # implant rows may start unaligned: staged
+                capacity[self._stage_buffer(r)] = _aligned(self.max_faces[r] * per_face)
         return capacity
+
+    @staticmethod
+    def _stage_buffer(resolution: int) -> str:
+        return f"stage_{resolution}"
 
     def _implant_buffer(self, resolution: int) -> str:
         return f"implant_{resolution}" if self.form == "merged" else f"merged_{resolution}"
@@ -112,18 +155,23 @@ class LayoutPlanner:
         counts = {r: int(counts.get(r, 0)) for r in self.resolutions}
         for r, n in counts.items():
             if n > self.max_faces[r]:
-                raise BackendError(f"{n} faces at {r} px exceed the engines' profile max {self.max_faces[r]}; "
-                                   "split the batch or rebuild with a larger max in the target")
+                raise BackendError(f"{n} faces at {r} px exceed the engines' profile max {self.max_faces[r]} in one "
+                                   "call; split them (LayoutPlanner.chunks) or rebuild with a larger max")
         uploads, offset = {}, 0
         for r in self.resolutions:
             uploads[r] = Slot(CROPS, offset, (counts[r], r, r, 3), "uint8")
             offset += _aligned(uploads[r].nbytes)
-        launches = []
+        launches: list[Launch | Copy] = []
         for r in self.resolutions[1:]:
             if counts[r]:
                 entry = self.folder.entry(f"branch_{r}")
                 target = self._implant_slot(r, counts)
-                launches.append(Launch(entry.name, {entry.inputs[0]: uploads[r]}, {entry.outputs[0]: target}))
+                if target.offset % ALIGN_BYTES:  # TensorRT refuses the address: write aligned, copy on the device
+                    staged = Slot(self._stage_buffer(r), 0, target.shape, target.dtype)
+                    launches.append(Launch(entry.name, {entry.inputs[0]: uploads[r]}, {entry.outputs[0]: staged}))
+                    launches.append(Copy(staged, target))
+                else:
+                    launches.append(Launch(entry.name, {entry.inputs[0]: uploads[r]}, {entry.outputs[0]: target}))
         total = sum(counts.values())
         download = Slot(EMBEDDING, 0, (total, self.embedding_size), "float32")
         if self.form == "merged":
@@ -150,8 +198,8 @@ class LayoutPlanner:
         index = self.resolutions.index(resolution)
         return sum(counts[r] for r in self.resolutions[:index])
 
-    def _segment_launches(self, image: Slot, counts: Mapping[int, int], download: Slot) -> list[Launch]:
-        launches = []
+    def _segment_launches(self, image: Slot, counts: Mapping[int, int], download: Slot) -> list[Launch | Copy]:
+        launches: list[Launch | Copy] = []
         for link in self.folder.segments:
             r = link.resolution
             rows = self._rows_before(r, counts) + counts[r]
@@ -171,4 +219,4 @@ class LayoutPlanner:
         return launches
 
 
-__all__ = ["ALIGN_BYTES", "CROPS", "EMBEDDING", "FrameLayout", "Launch", "LayoutPlanner", "Slot"]
+__all__ = ["ALIGN_BYTES", "CROPS", "EMBEDDING", "Copy", "FrameLayout", "Launch", "LayoutPlanner", "Slot"]

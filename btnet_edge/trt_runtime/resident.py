@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import BackendError, ConfigError
 from .engine_folder import EngineFolder, read_engine_folder
-from .frame_layout import CROPS, EMBEDDING, FrameLayout, Launch, LayoutPlanner, Slot
+from .frame_layout import CROPS, EMBEDDING, Copy, FrameLayout, Launch, LayoutPlanner, Slot
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,9 @@ class HostMemory:
     def dtoh_async(self, host: np.ndarray, src: int, nbytes: int, stream: Any) -> None:
         ctypes.memmove(host.ctypes.data, src, nbytes)
 
+    def dtod_async(self, dst: int, src: int, nbytes: int, stream: Any) -> None:
+        ctypes.memmove(dst, src, nbytes)
+
     def synchronize(self, stream: Any) -> None:
         """Host copies are done when they return."""
 
@@ -87,6 +90,12 @@ class CallStats:
     dtoh_bytes: int = 0
     launches: int = 0
     syncs: int = 0
+    dtod_copies: int = 0
+    calls: int = 0  # calls the faces were split into (more faces than the profiles' max)
+
+    def add(self, other: CallStats) -> None:
+        for name in vars(self):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 class OrtExecutor:
@@ -123,8 +132,19 @@ class TrtExecutor:
         self.memory = memory
         self.backends = {e.name: TrtBackend(folder.engine_path(e), memory=memory)
                          for e in folder.engines if e.kind != "detector"}
-        for backend in self.backends.values():
-            backend.load()
+        try:
+            for backend in self.backends.values():
+                backend.load()
+        except BaseException:  # an engine that does not load: release those that did (streams, contexts)
+            self.close()
+            raise
+
+    @staticmethod
+    def _bind(context: Any, engine: str, name: str, address: int) -> None:
+        """``set_tensor_address``, checked: a refused address would leave the old one bound (a silent wrong answer)."""
+        if context.set_tensor_address(name, address) is False:
+            raise BackendError(f"{engine}: TensorRT refused address {address:#x} for {name} (TensorRT needs "
+                               "256-byte aligned device addresses)")
 
     def launch(self, launch: Launch, address: Mapping[str, int], stream: Any) -> None:
         backend = self.backends[launch.engine]
@@ -132,12 +152,12 @@ class TrtExecutor:
         for name, slot in launch.inputs.items():
             if context.set_input_shape(name, slot.shape) is False:
                 raise BackendError(f"{launch.engine}: TensorRT refused shape {slot.shape} for input {name}")
-            context.set_tensor_address(name, slot_address(address, slot))
+            self._bind(context, launch.engine, name, slot_address(address, slot))
         for name, slot in launch.outputs.items():
             got = tuple(int(d) for d in context.get_tensor_shape(name))
             if got != slot.shape:
                 raise BackendError(f"{launch.engine}: output {name} has shape {got}, the layout expects {slot.shape}")
-            context.set_tensor_address(name, slot_address(address, slot))
+            self._bind(context, launch.engine, name, slot_address(address, slot))
         if not context.execute_async_v3(self.memory.stream_handle(stream)):
             raise BackendError(f"TensorRT failed to run {launch.engine} with inputs "
                                f"{ {n: s.shape for n, s in launch.inputs.items()} }")
@@ -159,13 +179,27 @@ class ResidentRunner:
     def __init__(self, folder: EngineFolder, executor: Any, memory: Any) -> None:
         self.layouts = LayoutPlanner(folder)
         self.executor, self.memory = executor, memory
-        self.stream = memory.stream_create()
-        self.address = {name: memory.malloc(nbytes) for name, nbytes in self.layouts.capacity.items()}
-        self.staging, self._staging_handle = memory.host_empty(self.layouts.capacity[CROPS])
-        self.result, self._result_handle = memory.host_empty(self.layouts.capacity[EMBEDDING])
-        self.stats = CallStats()
+        self.stream, self.address = None, {}
+        self._staging_handle = self._result_handle = None
+        try:
+            self.stream = memory.stream_create()
+            for name, nbytes in self.layouts.capacity.items():
+                self.address[name] = memory.malloc(nbytes)
+            self.staging, self._staging_handle = memory.host_empty(self.layouts.capacity[CROPS])
+            self.result, self._result_handle = memory.host_empty(self.layouts.capacity[EMBEDDING])
+        except BaseException:  # out of device memory halfway: free what was taken
+            self._release()
+            raise
+        self.stats = CallStats()  # the last call's traffic
+        self.total = CallStats()  # every call's, for reports
+        self._runs = {**{f"branch_{r}": 0 for r in self.layouts.resolutions[1:]}, "trunk": 0}
         self.branch_s = self.trunk_s = 0.0  # the Recognizer's stage clocks: launches are asynchronous here
         self.trunk = executor  # what reports name as the backend
+
+    @property
+    def runs(self) -> dict[str, int]:
+        """Engine launches so far per branch, and trunk runs (calls with faces): what serve's stats report."""
+        return dict(self._runs)
 
     def layout(self, counts: Mapping[int, int]) -> FrameLayout:
         return self.layouts.layout(counts)
@@ -179,8 +213,27 @@ class ResidentRunner:
                 raise BackendError(f"device-resident engines take ({r}, {r}, 3) uint8 BGR crops, found "
                                    f"{crops.shape[1:]} {crops.dtype}")
             counts[r] = len(crops)
+        if self.layouts.fits(counts):
+            out, self.stats = self._embed_once(groups, counts)
+            self.total.add(self.stats)
+            return out
+        # More faces than the engines' profiles hold: calls of at most the profile max each, in order.
+        total, parts = CallStats(), []
+        for chunk in self.layouts.chunks(counts):
+            part = {r: groups[r][chunk[r]] for r in groups}
+            got, stats = self._embed_once(part, {r: len(v) for r, v in part.items()})
+            parts.append(got)
+            total.add(stats)
+        self.stats = total
+        self.total.add(total)
+        size = self.layouts.embedding_size
+        return {r: np.concatenate([p[r] for p in parts]) if parts else np.zeros((0, size), np.float32)
+                for r in groups}
+
+    def _embed_once(self, groups: Mapping[int, np.ndarray],
+                    counts: Mapping[int, int]) -> tuple[dict[int, np.ndarray], CallStats]:
         frame = self.layouts.layout(counts)
-        stats = CallStats()
+        stats = CallStats(calls=1)
         for r, slot in frame.uploads.items():
             if slot.nbytes:
                 self.staging[slot.offset:slot.offset + slot.nbytes] = np.ascontiguousarray(groups[r]).reshape(-1)
@@ -188,33 +241,48 @@ class ResidentRunner:
         if size:
             self.memory.htod_async(self.address[CROPS], self.staging, frame.upload_bytes, self.stream)
             stats.htod_copies, stats.htod_bytes = 1, frame.upload_bytes
-            for launch in frame.launches:
-                self.executor.launch(launch, self.address, self.stream)
-                stats.launches += 1
+            for step in frame.launches:
+                if isinstance(step, Copy):
+                    self.memory.dtod_async(slot_address(self.address, step.target),
+                                           slot_address(self.address, step.source), step.source.nbytes, self.stream)
+                    stats.dtod_copies += 1
+                else:
+                    self.executor.launch(step, self.address, self.stream)
+                    stats.launches += 1
+                    if step.engine.startswith("branch_"):
+                        self._runs[step.engine] += 1
+            self._runs["trunk"] += 1
             self.memory.dtoh_async(self.result, self.address[EMBEDDING] + frame.download.offset, size, self.stream)
             stats.dtoh_copies, stats.dtoh_bytes = 1, size
             self.memory.synchronize(self.stream)
             stats.syncs = 1
-        self.stats = stats
         embeddings = self.result[:size].view(np.float32).reshape(frame.download.shape).copy()
         out, start = {}, 0
         for r in self.layouts.resolutions:
             out[r] = embeddings[start:start + frame.counts[r]]
             start += frame.counts[r]
-        return {r: out[r] for r in groups}
+        return {r: out[r] for r in groups}, stats
 
     def load(self) -> ResidentRunner:
         return self
 
-    def close(self) -> None:
-        if self.address:
+    def _release(self) -> None:
+        """Free the buffers and the stream (whatever of them exists)."""
+        if self.stream is not None:
             self.memory.synchronize(self.stream)
-            for ptr in self.address.values():
-                self.memory.free(ptr)
-            self.memory.host_free(self._staging_handle)
-            self.memory.host_free(self._result_handle)
+        for ptr in self.address.values():
+            self.memory.free(ptr)
+        self.address = {}
+        for handle in (self._staging_handle, self._result_handle):
+            if handle is not None:
+                self.memory.host_free(handle)
+        self._staging_handle = self._result_handle = None
+        if self.stream is not None:
             self.memory.stream_destroy(self.stream)
-            self.address = {}
+            self.stream = None
+
+    def close(self) -> None:
+        self._release()
         self.executor.close()
 
 
@@ -228,4 +296,9 @@ def open_resident(engines: str | Path | EngineFolder, on: str = "tensorrt", memo
     from .device_memory import cuda_memory
 
     memory = memory or cuda_memory()
-    return ResidentRunner(folder, TrtExecutor(folder, memory), memory)
+    executor = TrtExecutor(folder, memory)
+    try:
+        return ResidentRunner(folder, executor, memory)
+    except BaseException:  # the engines loaded but the buffers did not: unload them
+        executor.close()
+        raise

@@ -99,6 +99,7 @@ class RetinaFaceDetector(FaceDetector):
         self._backend: Backend | None = None
         self._input_name = ""
         self._uint8 = False
+        self._limits: tuple[tuple[int, int], tuple[int, int]] | None = None
 
     def _load(self) -> Backend:
         if self._backend is None:
@@ -114,8 +115,27 @@ class RetinaFaceDetector(FaceDetector):
                 )
             self._input_name = backend.inputs[0].name
             self._uint8 = backend.inputs[0].dtype == "uint8"  # an engine built with (x - mean) inside
+            self._limits = self._profile_hw(backend)
             self._backend = backend
         return self._backend
+
+    def _profile_hw(self, backend: Backend) -> tuple[tuple[int, int], tuple[int, int]] | None:
+        """(min, max) input height and width of an engine's profile; None for a graph of any size."""
+        profile = getattr(backend, "input_profile", None)
+        if profile is None:
+            return None
+        low, _, high = profile(self._input_name)
+        hw = slice(1, 3) if self._uint8 else slice(2, 4)  # NHWC uint8 crops, or NCHW float
+        return (low[hw][0], low[hw][1]), (high[hw][0], high[hw][1])
+
+    @property
+    def backend(self) -> Backend | None:
+        """The graph or engine it runs, once loaded (reports read its bus traffic)."""
+        return self._backend
+
+    def input_limits(self) -> tuple[tuple[int, int], tuple[int, int]] | None:
+        self._load()
+        return self._limits
 
     def _candidates(self, img: np.ndarray) -> Candidates:
         return self._candidates_batch([img])[0]
@@ -127,6 +147,8 @@ class RetinaFaceDetector(FaceDetector):
         if any(img.shape[:2] != (height, width) for img in images):
             return [self._candidates_batch([img])[0] for img in images]
         padded_h, padded_w = -(-height // _ALIGN) * _ALIGN, -(-width // _ALIGN) * _ALIGN
+        if self._limits is not None:  # an engine's profile: pad up to its min (the plan keeps inputs under its max)
+            padded_h, padded_w = max(padded_h, self._limits[0][0]), max(padded_w, self._limits[0][1])
         count = len(images)
         if self._uint8:  # the frame as it is, padded with the mean colour: one uint8 copy, no float pass
             blob = np.empty((count, padded_h, padded_w, 3), np.uint8)

@@ -1,0 +1,1 @@
+"""Test tools shipped with the SDK: stand-ins for libraries that cannot be installed where tests run."""
