@@ -64,6 +64,12 @@ def retinaface_priors(height: int, width: int) -> np.ndarray:
     return priors
 
 
+def _anchor_count(height: int, width: int) -> int:
+    """Anchors of an input of this size (the rows of ``retinaface_priors``), without building them."""
+    return sum(-(-height // stride) * -(-width // stride) * len(sizes)
+               for stride, sizes in zip(RETINAFACE_STRIDES, RETINAFACE_MIN_SIZES))
+
+
 def decode_retinaface(loc: np.ndarray, conf: np.ndarray, landmarks: np.ndarray, priors: np.ndarray,
                       score_threshold: float) -> Candidates:
     """Candidates above ``score_threshold`` from one image's raw outputs (N,4), (N,2), (N,10)."""
@@ -100,6 +106,7 @@ class RetinaFaceDetector(FaceDetector):
         self._input_name = ""
         self._uint8 = False
         self._limits: tuple[tuple[int, int], tuple[int, int]] | None = None
+        self._top_k = 0  # a graph that keeps its K best anchors (engines/detector_graph.py) needs K anchors in
 
     def _load(self) -> Backend:
         if self._backend is None:
@@ -116,6 +123,8 @@ class RetinaFaceDetector(FaceDetector):
             self._input_name = backend.inputs[0].name
             self._uint8 = backend.inputs[0].dtype == "uint8"  # an engine built with (x - mean) inside
             self._limits = self._profile_hw(backend)
+            kept = next((spec.shape for spec in backend.outputs if spec.name == "anchor_index"), ())
+            self._top_k = kept[1] if len(kept) == 2 and isinstance(kept[1], int) else 0
             self._backend = backend
         return self._backend
 
@@ -149,6 +158,11 @@ class RetinaFaceDetector(FaceDetector):
         padded_h, padded_w = -(-height // _ALIGN) * _ALIGN, -(-width // _ALIGN) * _ALIGN
         if self._limits is not None:  # an engine's profile: pad up to its min (the plan keeps inputs under its max)
             padded_h, padded_w = max(padded_h, self._limits[0][0]), max(padded_w, self._limits[0][1])
+        while _anchor_count(padded_h, padded_w) < self._top_k:  # TopK needs K <= anchors: a small crop padded up
+            if padded_h <= padded_w:
+                padded_h += _ALIGN
+            else:
+                padded_w += _ALIGN
         count = len(images)
         if self._uint8:  # the frame as it is, padded with the mean colour: one uint8 copy, no float pass
             blob = np.empty((count, padded_h, padded_w, 3), np.uint8)
