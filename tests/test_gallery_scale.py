@@ -150,3 +150,32 @@ def test_approximate_index_agrees_with_exact_and_grows_incrementally(tmp_path):
         assert ann.identify(-rows[:1], threshold=0.99) == [[]]  # a removal rebuilds the codes
     with Gallery(path, create=False) as auto:  # below ANN_MIN_ROWS, "auto" searches exactly
         assert auto.index_info()["kind"] == "exact"
+
+
+def test_approximate_index_learns_its_centroids_again_as_the_gallery_grows(tmp_path):
+    """Below MIN_TRAIN_ROWS every row is rescored (exact answers); at 4x the rows the centroids were learnt from, the
+    product quantizer is learnt again and every row re-encoded, so early centroids do not serve a grown gallery."""
+    pytest.importorskip("faiss", reason="faiss-cpu not installed (btnet-edge[ann], in the dev extra)")
+    from btnet_edge.gallery import ann as ann_module
+
+    d, rng = 64, np.random.default_rng(5)
+    path = tmp_path / "grow.db"
+    small = rng.standard_normal((ann_module.MIN_TRAIN_ROWS // 2, d)).astype(np.float32)
+    with Gallery(path, embedding_size=d) as writer:
+        writer.enroll("first", small)
+    with Gallery(path, create=False, index="ann") as ann:
+        assert ann.identify(small[3:4], threshold=0.99)[0][0].name == "first"
+        coded = ann._local.ann
+        assert coded.codes is None and coded.rows == len(small)  # too few rows to learn centroids from
+        more = rng.standard_normal((ann_module.MIN_TRAIN_ROWS, d)).astype(np.float32)
+        with Gallery(path, create=False) as other:
+            other.enroll("second", more)
+        assert ann.identify(more[7:8], threshold=0.99)[0][0].name == "second"
+        assert coded.codes is not None and coded.trained_on == len(small) + len(more) == coded.rows
+        learnt = coded.codes
+        grown = rng.standard_normal((3 * coded.trained_on, d)).astype(np.float32)
+        with Gallery(path, create=False) as other:
+            other.enroll("third", grown)
+        assert ann.identify(grown[11:12], threshold=0.99)[0][0].name == "third"
+        assert coded.codes is not learnt and coded.trained_on == coded.rows == len(small) + len(more) + len(grown)
+        assert coded.codes.ntotal == coded.rows
