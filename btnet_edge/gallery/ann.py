@@ -26,12 +26,11 @@ from .index import ExactIndex, Ranked
 log = logging.getLogger(__name__)
 
 SUBSPACES = 64  # 8 dimensions each at 512-d; 32 subspaces (16 bytes a row) kept only ~0.89 of the hardest probes
-CODE_BITS = SUBSPACES * 4
 # Rows rescored exactly per probe (at least 16 per wanted identity). At 1 M random rows, probes at cosine ~0.37 to
 # their target: a scratch run kept 0.99 with 128 and 256, 1.0 with 512; bench-gallery at 1 M: 0.980 with 256.
 CANDIDATES = 512
 TRAIN_ROWS = 65_536  # rows the centroids are learnt from (evenly spaced over the gallery)
-MIN_TRAIN_ROWS = 1_024  # below this, the centroids would be learnt from too few rows: rescore every row instead
+MIN_TRAIN_ROWS = 1_024  # below this, the centroids would be learnt from too few rows: search exactly instead
 _BLOCK = 1 << 15
 
 
@@ -90,9 +89,8 @@ class BinaryCodeIndex:
     def search(self, probes: np.ndarray, top_k: int) -> list[Ranked]:
         if not self.rows:
             return [Ranked((), ()) for _ in probes]
-        if self.codes is None:  # a small gallery: every row is a candidate
-            every = np.arange(self.rows)
-            return [self.exact.rescore(p, every, top_k) for p in probes]
+        if self.codes is None:  # a small gallery, no centroids learnt: the exact search answers
+            return self.exact.search(probes, top_k)
         wanted = min(self.rows, max(CANDIDATES, 16 * top_k))
         _, positions = self.codes.search(np.ascontiguousarray(probes, np.float32), wanted)
-        return [self.exact.rescore(p, rows[rows >= 0], top_k) for p, rows in zip(probes, positions)]
+        return [self.exact.rescore(p, rows, top_k) for p, rows in zip(probes, positions)]
