@@ -37,20 +37,36 @@ def _state(checkpoints: Path) -> dict:
     return load_state(checkpoints / "last.npz", torch)
 
 
-def _close(a: dict, b: dict, exact: bool = False) -> None:
+def _flat(state: dict, keys: list[str]):
+    return torch.cat([state[k].double().flatten() for k in keys])
+
+
+def _close(a: dict, b: dict, exact: bool = False, start: dict | None = None) -> None:
+    """Same weights: bit for bit, or (two reduction orders) apart by a small share of what training moved them.
+
+    An elementwise tolerance fails on another CPU's kernels: on the random-weight 28 px branch four SGD steps carry
+    float noise to 1e-4 on a 0.1 weight (measured here: the branch 1.2 % of its update apart, the others 1e-6). A
+    wrong global batch instead lands 35-57 % of the update away (one process at batch 4 against batch 8).
+    """
     assert a["step"] == b["step"] and set(a["branches"]) == set(b["branches"])
     for r in a["branches"]:
-        for key, value in a["branches"][r].items():
-            other = b["branches"][r][key]
-            if exact:
-                assert torch.equal(value, other), (r, key)
-            else:
-                assert torch.allclose(value.float(), other.float(), rtol=1e-4, atol=2e-5), \
-                    (r, key, float((value.float() - other.float()).abs().max()))
+        ours, theirs = a["branches"][r], b["branches"][r]
+        assert set(ours) == set(theirs)
+        floats = sorted(k for k in ours if ours[k].is_floating_point())
+        for key in set(ours) - set(floats):
+            assert torch.equal(ours[key], theirs[key]), (r, key)
+        if exact:
+            assert all(torch.equal(ours[k], theirs[k]) for k in floats), r
+            continue
+        assert start is not None
+        trained = _flat(ours, floats)
+        apart = float((trained - _flat(theirs, floats)).norm())
+        moved = float((trained - _flat(start[r], floats)).norm())
+        assert moved > 1e-3 and apart <= 0.05 * moved, (r, apart, moved)
     assert len(a["history"]) == len(b["history"])
     for x, y in zip(a["history"], b["history"]):
         for key in x:
-            assert (x[key] == y[key]) if exact else abs(x[key] - y[key]) <= 1e-4 * max(1.0, abs(x[key])), key
+            assert (x[key] == y[key]) if exact else abs(x[key] - y[key]) <= 2e-3 * max(1.0, abs(x[key])), key
 
 
 def test_two_gloo_processes_train_the_same_branches_as_one_with_the_same_global_batch(tiny_package, crowd_rec,
@@ -70,7 +86,13 @@ def test_two_gloo_processes_train_the_same_branches_as_one_with_the_same_global_
                             env=_env(), capture_output=True, text=True, timeout=600)
     assert double.returncode == 0, double.stderr[-3000:]
     a, b = _state(one), _state(two)
-    _close(a, b)
+    from btnet_edge.export.package_weights import btnet_from_package
+    from btnet_edge.package.loader import load_package
+
+    source = btnet_from_package(load_package(tiny_package))
+    source.init_branches_from_trunk()
+    start = {r: {k: v.detach().clone() for k, v in source.branch(int(r)).state_dict().items()} for r in a["branches"]}
+    _close(a, b, start=start)
     log = json.loads((two / "training_log.json").read_text())["record"]
     assert log["processes"] == 2 and log["global_batch"] == 8 and log["batch_size"] == 4 and log["backend"] == "gloo"
     assert log["throughput"] and all(t["faces_per_s"] > 0 for t in log["throughput"])
@@ -78,14 +100,8 @@ def test_two_gloo_processes_train_the_same_branches_as_one_with_the_same_global_
     assert (two / "training.png").stat().st_size > 10_000
     assert (tmp_path / "two" / "manifest.json").is_file()  # rank 0 wrote the package, once
     assert double.stdout.count('"package"') == 1
-    from btnet_edge.export.package_weights import btnet_from_package
-    from btnet_edge.package.loader import load_package
-
-    source = btnet_from_package(load_package(tiny_package))
-    source.init_branches_from_trunk()
-    start = source.branch(14).state_dict()
     trained = a["branches"]["14"]
-    assert max(float((trained[k].float() - start[k].float()).abs().max()) for k in trained) > 1e-3  # it did train
+    assert max(float((trained[k].float() - start["14"][k].float()).abs().max()) for k in trained) > 1e-3  # it trained
 
 
 def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(tiny_package, crowd_rec, tmp_path):
