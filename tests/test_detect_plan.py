@@ -105,6 +105,9 @@ def test_wider_round_trip_and_invalid_boxes(tmp_path: Path) -> None:
     (truth,) = read_wider(tmp_path / "wider.txt", tmp_path)
     assert truth.ignore.tolist() == [False, True]
     np.testing.assert_allclose(truth.boxes[0], [1, 2, 11, 14])
+    # Ignored boxes written by us come back ignored.
+    flagged = write_wider([("b.png", boxes, np.array([False, True]))], tmp_path / "flagged.txt")
+    assert read_wider(flagged, tmp_path)[0].ignore.tolist() == [False, True]
 
 
 def test_match_counts_each_face_once_and_ignores_invalid_boxes() -> None:
@@ -114,6 +117,12 @@ def test_match_counts_each_face_once_and_ignores_invalid_boxes() -> None:
     hit, state = match(dets, np.array([0.9, 0.8, 0.7, 0.6], np.float32), gt, ignore)
     assert hit.tolist() == [True, False, False]
     assert state.tolist() == [1, 0, -1, 0]  # the double is a false box; the ignored face is neither
+
+
+def test_an_ignored_neighbour_cannot_take_a_faces_detection() -> None:
+    gt = np.array([[0, 0, 10, 10], [1, 0, 11, 10]], np.float32)  # a face, and an ignored box closer to the detection
+    hit, state = match(np.array([[1, 0, 11, 10]], np.float32), np.array([0.9]), gt, np.array([False, True]), 0.5)
+    assert hit.tolist() == [True, False] and state.tolist() == [1]
 
 
 # --- real frames ----------------------------------------------------------------------------------------
@@ -140,6 +149,36 @@ def test_generated_frames_are_deterministic_and_use_many_photos(source_faces) ->
     sides = np.maximum(first.boxes[:, 2] - first.boxes[:, 0], first.boxes[:, 3] - first.boxes[:, 1])
     assert sorted(set(np.round(sides).tolist())) == [12, 20]
     assert len(set(first.sources)) > 5
+
+
+@needs_fixtures(IMAGES / "unlabeled" / "attribute_7242.jpg")
+@pytest.mark.fixtures
+def test_a_crowd_photos_neighbours_come_along_with_its_face_and_are_known() -> None:
+    """A patch cut from a group photo holds parts of the other people: they are real faces but not the pasted
+    one, so the generated frames must say where they are (eval ignores them) instead of counting them false."""
+    from btnet_edge.evaluation.synth_frames import collect_source_faces, paste_face, pasted_others, plain_background
+
+    faces = collect_source_faces([IMAGES / "unlabeled" / "attribute_7242.jpg"])
+    assert len(faces) >= 2 and all(len(f.others) for f in faces)
+    face = max(faces, key=lambda f: len(f.others))
+    frame = plain_background(1280, 720, np.random.default_rng(0))
+    truth = paste_face(frame, face, 150.0, 500.0, 250.0)
+    others = pasted_others(face, 150.0, 500.0, 250.0)
+    side = float(max(face.box[2] - face.box[0], face.box[3] - face.box[1]))
+    np.testing.assert_allclose((others[:, :2] - truth[:2]) / 150.0 * side,
+                               face.others[:, :2] - face.box[:2], atol=1.5)  # same scale and offset as the face
+    dets = create_detector().detect(frame)
+    on_face = [box_iou(d.bbox, truth[None]).item() > 0.5 for d in dets]
+    on_other = [(box_iou(d.bbox, others) >= 0.3).any() for d in dets]
+    assert sum(on_face) == 1 and any(on_other)  # the neighbour is found: it would have been a false box
+    assert all(a or b for a, b in zip(on_face, on_other)), [d.bbox for d in dets]
+    # The walking clip ignores them the same way.
+    from btnet_edge.evaluation.stream_clip import Walker, stream_clip
+
+    walker = Walker(face, 150.0, 0, np.array([[500.0, 250.0]]))
+    (clip_frame,) = stream_clip(plain_background(1280, 720, np.random.default_rng(0)), [walker], 1)
+    np.testing.assert_allclose(clip_frame.boxes[0], truth)
+    assert all((box_iou(o, clip_frame.ignore) > 0.99).any() for o in others)
 
 
 @needs_fixtures(*SOURCES)

@@ -147,10 +147,12 @@ def _synth_items(args: argparse.Namespace):
         for index, frame in enumerate(synth_frames(faces, args.count, seed=args.seed, face_sizes_px=sizes,
                                                    frame_size=size)):
             name = f"frame_{index:04d}.png"
+            boxes = np.concatenate([frame.boxes, frame.ignore])  # neighbours pasted along: neither hit nor false
+            ignored = np.arange(len(boxes)) >= len(frame.boxes)
             if staging is not None:
                 cv2.imwrite(str(staging / name), frame.image)
-                saved.append((name, frame.boxes))
-            yield frame.image, GroundTruth(Path(name), frame.boxes, np.zeros(len(frame.boxes), bool))
+                saved.append((name, boxes, ignored))
+            yield frame.image, GroundTruth(Path(name), boxes, ignored)
         if staging is not None:
             write_wider(saved, staging / "annotations.txt")
             staging.rename(args.save)

@@ -64,12 +64,16 @@ def read_wider(annotations: str | Path, images: str | Path) -> list[GroundTruth]
     return out
 
 
-def write_wider(items: Iterable[tuple[str, np.ndarray]], target: str | Path) -> Path:
-    """Write (relative image path, boxes x1,y1,x2,y2) pairs as a WIDER FACE bbx_gt file."""
+def write_wider(items: Iterable[tuple[str, np.ndarray] | tuple[str, np.ndarray, np.ndarray]],
+                target: str | Path) -> Path:
+    """Write (relative image path, boxes x1,y1,x2,y2[, ignored (N,) bool]) as a WIDER FACE bbx_gt file (ignored
+    boxes carry WIDER's ``invalid`` flag, so reading the file back ignores them too)."""
     lines = []
-    for name, boxes in items:
+    for name, boxes, *flags in items:
+        ignored = flags[0] if flags else np.zeros(len(boxes), bool)
         lines += [name, str(len(boxes))]
-        rows = [f"{x1:.1f} {y1:.1f} {x2 - x1:.1f} {y2 - y1:.1f} 0 0 0 0 0 0" for x1, y1, x2, y2 in boxes]
+        rows = [f"{x1:.1f} {y1:.1f} {x2 - x1:.1f} {y2 - y1:.1f} 0 0 0 {int(bad)} 0 0"
+                for (x1, y1, x2, y2), bad in zip(boxes, ignored)]
         lines += rows or ["0 0 0 0 0 0 0 0 0 0"]
     target = Path(target)
     target.write_text("\n".join(lines) + "\n")
@@ -82,21 +86,24 @@ def long_sides(boxes: np.ndarray) -> np.ndarray:
 
 def match(det_boxes: np.ndarray, det_scores: np.ndarray, gt: np.ndarray, ignore: np.ndarray,
           iou_threshold: float = DEFAULT_IOU) -> tuple[np.ndarray, np.ndarray]:
-    """(gt_hit (G,) bool, det_state (D,) int: 1 true, 0 false, -1 on an ignored box)."""
+    """(gt_hit (G,) bool, det_state (D,) int: 1 true, 0 false, -1 on an ignored box).
+
+    A free face is matched before an ignored box (as COCO matches before its crowd regions), so an ignored
+    neighbour that overlaps a face cannot take that face's detection.
+    """
     hit = np.zeros(len(gt), bool)
     state = np.zeros(len(det_boxes), np.int64)
     for d in np.argsort(-det_scores, kind="stable"):
         if not len(gt):
             break
         iou = box_iou(det_boxes[d], gt)
-        free = np.where(hit & ~ignore, -1.0, iou)
+        free = np.where(hit | ignore, -1.0, iou)
         j = int(np.argmax(free))
         if free[j] >= iou_threshold:
-            if ignore[j]:
-                state[d] = -1
-            else:
-                hit[j] = True
-                state[d] = 1
+            hit[j] = True
+            state[d] = 1
+        elif ignore.any() and iou[ignore].max() >= iou_threshold:
+            state[d] = -1
     return hit, state
 
 

@@ -6,7 +6,8 @@ height, a direction and a speed of 2-6 px per frame, and enters at their own fra
 new faces appear all along the clip. Faces are cut from real photos with their context
 and pasted with a soft edge (synth_frames.py); frames get mild sensor noise. Faces the
 background photo already holds are found once with the still-image plan and are ignored
-(neither a hit nor a false box); a walker passing one is hidden behind that person (a far,
+(neither a hit nor a false box), and so are the neighbours a crowd photo's patch brings
+along with its face; a walker passing one is hidden behind that person (a far,
 small face cannot cover a near one). Deterministic for a seed and photo set.
 """
 
@@ -19,7 +20,7 @@ import cv2
 import numpy as np
 
 from ..pipeline.detectors._nms import box_iou
-from .synth_frames import SourceFace, paste_face
+from .synth_frames import SourceFace, paste_face, pasted_others
 
 DEFAULT_CLIP_SIZES_PX = (10, 12, 14, 16, 20, 24, 28, 30)
 BEHIND_MARGIN = 1.0  # a walker within this many face sizes of a background face is hidden behind that person
@@ -99,6 +100,7 @@ def stream_clip(background: np.ndarray, walkers: Sequence[Walker], frames: int, 
             if len(ignore) and (box_iou(near.astype(np.float32), ignore) > 0).any():
                 continue  # a far (small) face passes behind a near one: hidden, not present
             box = paste_face(image, walker.face, walker.size_px, float(x), float(y))
+            cut.extend(pasted_others(walker.face, walker.size_px, float(x), float(y)))  # real faces, not the walker
             if box[0] >= 0 and box[1] >= 0 and box[2] <= width and box[3] <= height:
                 boxes[k] = box
             else:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -35,20 +35,24 @@ DEFAULT_FACE_SIZES_PX = (8, 10, 12, 14, 16, 20, 24, 28, 40, 64)
 
 @dataclass(frozen=True)
 class SourceFace:
-    """A face cut from a photo: the patch with context, and its box inside the patch (x1, y1, x2, y2)."""
+    """A face cut from a photo: the patch with context, its box inside the patch (x1, y1, x2, y2), and the boxes of
+    the photo's other faces that reach into the patch (a crowd photo's neighbours come along when it is pasted)."""
 
     patch: np.ndarray
     box: np.ndarray
     source: str
+    others: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
 
 
 @dataclass(frozen=True)
 class SynthFrame:
-    """A generated frame and its ground-truth face boxes (N, 4) in frame pixels."""
+    """A generated frame, its ground-truth face boxes (N, 4) in frame pixels, and boxes to ignore (M, 4): the
+    neighbours the pasted patches brought along (real faces, but not the ones pasted at a known size)."""
 
     image: np.ndarray
     boxes: np.ndarray
     sources: tuple[str, ...]
+    ignore: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
 
 
 def image_files(paths: Sequence[str | Path]) -> list[Path]:
@@ -72,7 +76,8 @@ def collect_source_faces(paths: Sequence[str | Path], detector=None, min_face_px
         for path in image_files(paths):
             image = read_image(path)
             height, width = image.shape[:2]
-            for det in detector.detect(image):
+            found = detector.detect(image)
+            for det in found:
                 if det.score < min_score or min(det.width, det.height) < min_face_px:
                     continue
                 x1, y1, x2, y2 = det.bbox
@@ -81,12 +86,24 @@ def collect_source_faces(paths: Sequence[str | Path], detector=None, min_face_px
                 cx2, cy2 = int(min(width, x2 + margin)), int(min(height, y2 + margin))
                 patch = image[cy1:cy2, cx1:cx2].copy()
                 box = np.array([x1 - cx1, y1 - cy1, x2 - cx1, y2 - cy1], np.float32)
-                faces.append(SourceFace(patch, box, Path(path).name))
+                others = _boxes_inside([o.bbox for o in found if o is not det], (cx1, cy1, cx2, cy2))
+                faces.append(SourceFace(patch, box, Path(path).name, others))
     finally:
         if owned:
             detector.close()
     log.info("%d source faces from %s", len(faces), ", ".join(str(p) for p in paths))
     return faces
+
+
+def _boxes_inside(boxes: Sequence[np.ndarray], region: tuple[int, int, int, int]) -> np.ndarray:
+    """The boxes that overlap ``region``, clipped to it, in its coordinates (M, 4)."""
+    x0, y0, x1, y1 = region
+    kept = []
+    for bx1, by1, bx2, by2 in (np.asarray(b, np.float32)[:4] for b in boxes):
+        cut = (max(bx1, x0), max(by1, y0), min(bx2, x1), min(by2, y1))
+        if cut[2] > cut[0] and cut[3] > cut[1]:
+            kept.append((cut[0] - x0, cut[1] - y0, cut[2] - x0, cut[3] - y0))
+    return np.asarray(kept, np.float32).reshape(-1, 4)
 
 
 def plain_background(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
@@ -97,15 +114,26 @@ def plain_background(width: int, height: int, rng: np.random.Generator) -> np.nd
     return np.clip(frame, 0, 255).astype(np.uint8)
 
 
+def _placement(face: SourceFace, face_px: float, x: float, y: float) -> tuple[tuple[int, int], float, int, int]:
+    """Where ``paste_face`` puts a patch: its scaled (width, height), the scale, and its top-left corner."""
+    box_side = float(max(face.box[2] - face.box[0], face.box[3] - face.box[1]))
+    ph, pw = face.patch.shape[:2]
+    size = (max(1, round(pw * face_px / box_side)), max(1, round(ph * face_px / box_side)))
+    scale = size[0] / pw
+    return size, scale, int(round(x - face.box[0] * scale)), int(round(y - face.box[1] * scale))
+
+
+def pasted_others(face: SourceFace, face_px: float, x: float, y: float) -> np.ndarray:
+    """The frame boxes of the source photo's other faces that ``paste_face(frame, face, face_px, x, y)`` brings in."""
+    _, scale, ox, oy = _placement(face, face_px, x, y)
+    return face.others * np.float32(scale) + np.array([ox, oy, ox, oy], np.float32)
+
+
 def paste_face(frame: np.ndarray, face: SourceFace, face_px: float, x: float, y: float) -> np.ndarray:
     """Paste ``face`` scaled so its box's long side is ``face_px``, box top-left at (x, y); returns the box."""
-    box_side = float(max(face.box[2] - face.box[0], face.box[3] - face.box[1]))
-    scale = face_px / box_side
-    ph, pw = face.patch.shape[:2]
-    size = (max(1, round(pw * scale)), max(1, round(ph * scale)))
+    size, scale, ox, oy = _placement(face, face_px, x, y)
     patch = cv2.resize(face.patch, size, interpolation=cv2.INTER_AREA).astype(np.float32)
-    box = face.box * np.float32(size[0] / pw)
-    ox, oy = int(round(x - box[0])), int(round(y - box[1]))
+    box = face.box * np.float32(scale)
     h, w = patch.shape[:2]
     fh, fw = frame.shape[:2]
     x0, y0, x1, y1 = max(ox, 0), max(oy, 0), min(ox + w, fw), min(oy + h, fh)
@@ -144,7 +172,7 @@ def synth_frames(faces: Sequence[SourceFace], count: int, seed: int = 0,
     for _ in range(count):
         frame = plain_background(width, height, rng)
         cells = rng.permutation(cols * rows)[:faces_per_frame]
-        boxes, names = [], []
+        boxes, names, others = [], [], []
         for index in cells:
             size = float(sizes[k % len(sizes)])
             k += 1
@@ -154,5 +182,7 @@ def synth_frames(faces: Sequence[SourceFace], count: int, seed: int = 0,
             x = col * cell + size * CONTEXT + rng.uniform(0, max(free, 0))
             y = row * cell + size * CONTEXT + rng.uniform(0, max(free, 0))
             boxes.append(paste_face(frame, face, size, x, y))
+            others.extend(pasted_others(face, size, x, y))
             names.append(face.source)
-        yield SynthFrame(frame, np.array(boxes, np.float32).reshape(-1, 4), tuple(names))
+        yield SynthFrame(frame, np.array(boxes, np.float32).reshape(-1, 4), tuple(names),
+                         np.array(others, np.float32).reshape(-1, 4))
