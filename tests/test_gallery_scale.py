@@ -179,3 +179,28 @@ def test_approximate_index_learns_its_centroids_again_as_the_gallery_grows(tmp_p
         assert ann.identify(grown[11:12], threshold=0.99)[0][0].name == "third"
         assert coded.codes is not learnt and coded.trained_on == coded.rows == len(small) + len(more) + len(grown)
         assert coded.codes.ntotal == coded.rows
+
+
+def test_rescoring_keeps_each_identitys_best_row_and_breaks_ties_by_id():
+    from btnet_edge.gallery.index import ExactIndex
+
+    rng = np.random.default_rng(2)
+    rows = _unit(rng, 40)
+    owners = np.arange(40) % 7 + 10  # identities 10..16, several rows each
+    rows[5] = rows[12]  # rows 5 (identity 15) and 12 (identity 15) equal: one identity, one score
+    rows[3] = rows[8]  # identities 13 and 11 tie exactly: the lower id ranks first
+    index = ExactIndex(D)
+    index.append(np.arange(1, 41), owners, rows)
+    index.regroup()
+    probe = rows[8]
+    candidates = np.array([3, 8, 8, 5, 12, 20, 33, -1, 40, 99])  # doubles, FAISS's -1 filler, out of range
+    ranked = index.rescore(probe, candidates, top_k=4)
+    kept = [3, 8, 5, 12, 20, 33]
+    expected: dict[int, float] = {}
+    for r in kept:
+        expected[int(owners[r])] = max(expected.get(int(owners[r]), -2.0), float(rows[r] @ probe))
+    order = sorted(expected, key=lambda i: (-expected[i], i))[:4]
+    assert list(ranked.identity_ids) == order and order[:2] == [11, 13]
+    np.testing.assert_allclose(ranked.scores, [expected[i] for i in order], rtol=1e-6)
+    assert all(isinstance(i, int) for i in ranked.identity_ids)
+    assert index.rescore(probe, np.array([-1, 50]), 3).identity_ids == ()

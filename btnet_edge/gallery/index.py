@@ -114,14 +114,13 @@ class ExactIndex:
         positions = positions[(positions >= 0) & (positions < self.rows)]
         if not len(positions):
             return Ranked((), ())
+        positions = np.unique(positions)  # a position twice would not change the answer, only cost
         cosines = self._matrix[positions].astype(np.float32) @ probe
         owners = self._identity[positions]
-        best: dict[int, float] = {}
-        for owner, score in zip(owners.tolist(), cosines.tolist()):
-            if score > best.get(owner, -np.inf):
-                best[owner] = score
-        ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]
-        return Ranked(tuple(i for i, _ in ranked), tuple(s for _, s in ranked))
+        order = np.lexsort((owners, -cosines))  # best cosine first; ties: the lower identity id, as the exact search
+        first = np.unique(owners[order], return_index=True)[1]  # each identity's best row
+        best = order[np.sort(first)][:top_k]
+        return Ranked(tuple(owners[best].tolist()), tuple(cosines[best].tolist()))
 
 
 def _grown(array: np.ndarray, capacity: int) -> np.ndarray:
