@@ -6,9 +6,9 @@ every frame, and need not: consecutive frames are nearly the same picture. Per f
 
 - the **coarse pass** on the whole frame, as on stills;
 - a **window** of the enlarged pass around each live track's predicted box, so a small face
-  once found stays found, and around each small blob of changed pixels (frame differencing,
-  OpenCV) outside the tracks, so a face walking in is looked at the next frame (windows of one
-  size run as one batch);
+  once found stays found, and around small blobs of changed pixels (frame differencing,
+  OpenCV) outside the tracks, taking turns, so a face walking in is looked at the next frame
+  even while many tracks are live (windows of one size run as one batch);
 - a **share of the enlarged pass's tiles**, as many as ``plan.stream_budget`` allows (enlarged
   pixels per frame, in coarse passes; the windows count against it), so the whole frame is
   covered every :attr:`StreamDetector.cycle_frames` frames. Tiles where the picture changed
@@ -44,8 +44,13 @@ MOTION_LEVEL = 12  # grey levels of change that count as motion (sensor noise of
 MOTION_SHARE = 0.0005  # a tile whose pixels changed by this share since its last visit is looked at first
 MOVER_MIN_PX = 4  # changed pixels (at MOTION_SCALE) a blob needs to get a window of its own ...
 MOVER_WINDOW = 2.0  # a moving blob's window spans this many blob sizes (the blob holds the motion already)
-MAX_MOVERS = 4  # ... and at most this many such windows per frame, the largest blobs first
+MAX_MOVERS = 4  # ... and at most this many such windows per frame, the largest blobs not just seen first
 MIN_TILE_SHARE = 0.25  # windows (tracks, then movers) may take at most 3/4 of the budget; the tiles keep the rest
+# ... but movers always get this share, even when the tracks' windows take all of theirs: a crowd of tracked faces
+# must not blind the stream to a new one walking in (measured: with four tracks live no mover ran, and a face that
+# came out from behind a person waited 10 frames for a tile)
+MIN_MOVER_SHARE = 0.3
+MOVER_TURN_FRAMES = 2  # a moving blob looked at in the last this many frames waits behind the others
 
 
 @dataclass
@@ -86,6 +91,7 @@ class StreamDetector:
         self._motion_turn = True
         self._grey: np.ndarray | None = None
         self._moved: np.ndarray | None = None
+        self._recent_movers: list[tuple[int, np.ndarray]] = []  # (frame, window box) of recent mover windows
         self.cycle_frames = 1  # frames to cover the whole frame with the enlarged pass, no track windows
         self.max_wait_frames = 1  # the same when track windows take their largest share of the budget
 
@@ -108,13 +114,16 @@ class StreamDetector:
         start = time.perf_counter()
         windows = [b for b in (np.asarray(b, np.float32) for b in around) if _side(b) < enlarged_step.max_face_px]
         self._update_motion(img, windows)
-        room = (1 - MIN_TILE_SHARE) * self._budget_px - sum(_window_cost(b, enlarged_step.scale) for b in windows)
-        movers = []
-        for box in self._movers(enlarged_step.max_face_px):  # within what the track windows leave of their share
+        room = max((1 - MIN_TILE_SHARE) * self._budget_px - sum(_window_cost(b, enlarged_step.scale) for b in windows),
+                   MIN_MOVER_SHARE * self._budget_px)
+        movers: list[np.ndarray] = []
+        for box in self._take_turns(self._movers(enlarged_step.max_face_px)):
             room -= _window_cost(box, enlarged_step.scale)
-            if room < 0:
-                break
+            if (room < 0 and movers) or len(movers) == MAX_MOVERS:  # the first always runs: a mover's window
+                break  # may cost more than the share
             movers.append(box)
+        self._recent_movers = [(self.frames, b) for b in movers] + \
+            [(f, b) for f, b in self._recent_movers if self.frames - f < MOVER_TURN_FRAMES]
         parts, spent = self._run_windows(img, windows + movers, enlarged_step)
         self._credit += self._budget_px - min(spent, (1 - MIN_TILE_SHARE) * self._budget_px)
         chosen = self._choose()
@@ -218,7 +227,17 @@ class StreamDetector:
             half = max(side, 8.0) * MOVER_WINDOW / WINDOW_FACES / 2  # its window spans MOVER_WINDOW blob sizes
             boxes.append((area, np.array([cx - half, cy - half, cx + half, cy + half], np.float32)))
         boxes.sort(key=lambda item: -item[0])
-        return [box for _, box in boxes[:MAX_MOVERS]]
+        return [box for _, box in boxes]
+
+    def _take_turns(self, movers: list[np.ndarray]) -> list[np.ndarray]:
+        """Movers whose place had no window in the last few frames first: one blob that is not a face (or a face
+        the detector cannot find) must not keep the movers' share from the others, frame after frame."""
+        def looked_at(box: np.ndarray) -> bool:
+            centre = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
+            return any(b[0] <= centre[0] <= b[2] and b[1] <= centre[1] <= b[3] for _, b in self._recent_movers)
+
+        seen = [looked_at(b) for b in movers]
+        return [b for b, s in zip(movers, seen) if not s] + [b for b, s in zip(movers, seen) if s]
 
     def _update_motion(self, img: np.ndarray, tracked: list[np.ndarray]) -> None:
         """Add to each tile the share of its pixels that changed since the last frame, outside tracked faces."""
