@@ -51,6 +51,7 @@ NEEDS = {
     "camera": "a camera",
     "server": "a server that runs until stopped (tests/test_serve.py starts one)",
     "insightface-models": "insightface's model packs (buffalo_l, antelopev2)",
+    "peer": "insightface itself (the peer extra; docs/detection.md says how it installs here)",
     "authors-checkpoints": "the BTNet authors' checkpoints (or an insightface backbone.pth)",
     "cpp-build": "the C++ build, from the repository root (tests/test_cpp.py builds and runs it)",
     "ci": "is the test run itself (.ci/run runs it)",
