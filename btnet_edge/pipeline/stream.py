@@ -91,7 +91,7 @@ class StreamDetector:
         self._motion_turn = True
         self._grey: np.ndarray | None = None
         self._moved: np.ndarray | None = None
-        self._recent_movers: list[tuple[int, np.ndarray]] = []  # (frame, window box) of recent mover windows
+        self._recent_movers: list[tuple[int, np.ndarray]] = []  # (frame, region searched) of recent mover windows
         self.cycle_frames = 1  # frames to cover the whole frame with the enlarged pass, no track windows
         self.max_wait_frames = 1  # the same when track windows take their largest share of the budget
 
@@ -122,8 +122,8 @@ class StreamDetector:
             if (room < 0 and movers) or len(movers) == MAX_MOVERS:  # the first always runs: a mover's window
                 break  # may cost more than the share
             movers.append(box)
-        self._recent_movers = [(self.frames, b) for b in movers] + \
-            [(f, b) for f, b in self._recent_movers if self.frames - f < MOVER_TURN_FRAMES]
+        self._recent_movers = [(self.frames, _grown(b, WINDOW_FACES)) for b in movers] + \
+            [(f, b) for f, b in self._recent_movers if self.frames - f < MOVER_TURN_FRAMES]  # the regions searched
         parts, spent = self._run_windows(img, windows + movers, enlarged_step)
         self._credit += self._budget_px - min(spent, (1 - MIN_TILE_SHARE) * self._budget_px)
         chosen = self._choose()
@@ -311,6 +311,12 @@ def _window_side(box: np.ndarray, scale: float) -> int:
 
 def _window_cost(box: np.ndarray, scale: float) -> float:
     return WINDOW_COST * _window_side(box, scale) ** 2
+
+
+def _grown(box: np.ndarray, factor: float) -> np.ndarray:
+    """``box`` scaled by ``factor`` about its centre (a window's reach around the box it was placed for)."""
+    cx, cy, half = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, factor * _side(box) / 2
+    return np.array([cx - half, cy - half, cx + half, cy + half], np.float32)
 
 
 def _side(box: np.ndarray) -> float:
