@@ -89,7 +89,8 @@ def stream_clip(background: np.ndarray, walkers: Sequence[Walker], frames: int, 
     for index in range(frames):
         noise = rng.normal(0.0, 2.0, size=background.shape).astype(np.float32)
         image = np.clip(background.astype(np.float32) + noise, 0, 255).astype(np.uint8)
-        boxes, cut = {}, []
+        boxes: dict[int, np.ndarray] = {}
+        cut: list[np.ndarray] = []
         for k, walker in enumerate(walkers):
             x, y = walker.xy[index]
             if np.isnan(x):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -44,8 +45,17 @@ def stream_mode(detector, stream: bool, min_hits: int = 2) -> Callable:
         faces = tracker.update(detections_to_faces(found))
         return np.array([f.bbox for f in faces], np.float32).reshape(-1, 4)
 
-    run.schedule = schedule
     return run
+
+
+@dataclass
+class _ModeState:
+    """What one mode found so far: per walker, hit or not in each frame present, and the first frame found."""
+
+    hits: defaultdict[int, list[bool]] = field(default_factory=lambda: defaultdict(list))
+    first: dict[int, int] = field(default_factory=dict)
+    false: int = 0
+    seconds: float = 0.0
 
 
 def evaluate_stream(frames: Iterable, modes: dict[str, Callable], sizes: dict[int, float], total: int | None = None,
@@ -53,8 +63,8 @@ def evaluate_stream(frames: Iterable, modes: dict[str, Callable], sizes: dict[in
     """Run every mode on every frame; ``sizes``: walker index -> face size (px)."""
     from tqdm.auto import tqdm
 
-    state = {name: {"hits": defaultdict(list), "first": {}, "false": 0, "seconds": 0.0} for name in modes}
-    present = defaultdict(list)
+    state = {name: _ModeState() for name in modes}
+    present: defaultdict[int, list[int]] = defaultdict(list)
     count = 0
     for frame in tqdm(frames, total=total, unit="frame", desc="clip", disable=not progress):
         count += 1
@@ -65,36 +75,37 @@ def evaluate_stream(frames: Iterable, modes: dict[str, Callable], sizes: dict[in
         for name, run in modes.items():
             start = time.perf_counter()
             boxes = run(frame.image)
-            state[name]["seconds"] += time.perf_counter() - start
+            state[name].seconds += time.perf_counter() - start
             hit = _match(boxes, truth, frame.ignore, iou_threshold)
             st = state[name]
-            st["false"] += hit["false"]
+            st.false += hit["false"]
             for j, k in enumerate(keys):
-                st["hits"][k].append(bool(hit["found"][j]))
-                if hit["found"][j] and k not in st["first"]:
-                    st["first"][k] = frame.index
-    report = {"frames": count, "min_present_frames": min_present, "iou": iou_threshold, "modes": {}}
+                st.hits[k].append(bool(hit["found"][j]))
+                if hit["found"][j] and k not in st.first:
+                    st.first[k] = frame.index
+    per_mode: dict[str, dict] = {}
+    report = {"frames": count, "min_present_frames": min_present, "iou": iou_threshold, "modes": per_mode}
     counted = [k for k, frames_in in present.items() if len(frames_in) >= min_present]
     for name, st in state.items():
         rows = {}
         for edge in SIZE_EDGES_PX:
             ks = [k for k in counted if sizes[k] >= edge]
-            hits = [h for k in ks for h in st["hits"][k]]
+            hits = [h for k in ks for h in st.hits[k]]
             rows[f">={edge}px"] = {"faces": len(ks), "face_frames": len(hits),
                                    "recall": round(float(np.mean(hits)), 4) if hits else None}
-        waits = [st["first"][k] - present[k][0] for k in counted if k in st["first"]]
-        report["modes"][name] = {
+        waits = [st.first[k] - present[k][0] for k in counted if k in st.first]
+        per_mode[name] = {
             "recall": rows,
             "frames_to_first_detection": {
                 "median": float(np.median(waits)) if waits else None,
                 "p90": float(np.percentile(waits, 90)) if waits else None,
-                "never_found": sum(k not in st["first"] for k in counted)},
-            "false_boxes_per_frame": round(st["false"] / max(count, 1), 4),
-            "ms_per_frame": round(st["seconds"] * 1e3 / max(count, 1), 2),
+                "never_found": sum(k not in st.first for k in counted)},
+            "false_boxes_per_frame": round(st.false / max(count, 1), 4),
+            "ms_per_frame": round(st.seconds * 1e3 / max(count, 1), 2),
         }
-    base = report["modes"].get("coarse-only")
+    base = per_mode.get("coarse-only")
     if base:
-        for entry in report["modes"].values():
+        for entry in per_mode.values():
             entry["cost_vs_coarse_only"] = round(entry["ms_per_frame"] / max(base["ms_per_frame"], 1e-9), 3)
     return report
 

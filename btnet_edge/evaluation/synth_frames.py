@@ -109,7 +109,7 @@ def _boxes_inside(boxes: Sequence[np.ndarray], region: tuple[int, int, int, int]
 def plain_background(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
     """A smooth colour gradient with mild sensor noise: a plain wall seen by a camera."""
     corners = rng.uniform(40, 215, size=(2, 2, 3)).astype(np.float32)
-    frame = cv2.resize(corners, (width, height), interpolation=cv2.INTER_LINEAR)
+    frame = np.asarray(cv2.resize(corners, (width, height), interpolation=cv2.INTER_LINEAR), np.float32)
     frame += rng.normal(0.0, 3.0, size=frame.shape).astype(np.float32)
     return np.clip(frame, 0, 255).astype(np.uint8)
 
@@ -172,7 +172,9 @@ def synth_frames(faces: Sequence[SourceFace], count: int, seed: int = 0,
     for _ in range(count):
         frame = plain_background(width, height, rng)
         cells = rng.permutation(cols * rows)[:faces_per_frame]
-        boxes, names, others = [], [], []
+        boxes: list[np.ndarray] = []
+        names: list[str] = []
+        others: list[np.ndarray] = []
         for index in cells:
             size = float(sizes[k % len(sizes)])
             k += 1
